@@ -1,0 +1,120 @@
+"""params.yaml -> typed, validated config, read once and passed down.
+
+Every section is a pydantic model that forbids unknown keys, so a typo in params.yaml
+stops the run with the key path named instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """params.yaml (or an override) does not describe a valid configuration."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorldConfig(Section):
+    """The Shapes world (METHOD.md section 10)."""
+
+    size: int = Field(32, ge=8, le=512, description="frame height and width in pixels")
+    frames: int = Field(8, ge=1, le=256, description="frames per video")
+    min_shapes: int = Field(2, ge=1)
+    max_shapes: int = Field(4, ge=1)
+    supersample: int = Field(2, ge=1, le=8, description="anti-aliasing: render at size*supersample, box-downsample")
+    speed: tuple[float, float] = Field((0.02, 0.06), description="shape speed range, image widths per frame")
+
+    @model_validator(mode="after")
+    def _shape_range(self) -> "WorldConfig":
+        if self.min_shapes > self.max_shapes:
+            raise ValueError(f"min_shapes ({self.min_shapes}) must be <= max_shapes ({self.max_shapes})")
+        if not 0 < self.speed[0] <= self.speed[1]:
+            raise ValueError(f"speed must be (low, high) with 0 < low <= high, got {self.speed}")
+        return self
+
+
+class IngestConfig(Section):
+    """The full profile's `videos` stage: a folder of real clips plus a captions CSV."""
+
+    source_dir: str = Field("raw/clips", description="folder of .mp4/.webm/.gif clips (a DVC dependency)")
+    captions_csv: str = Field("captions.csv", description="CSV inside source_dir with columns file,caption")
+    size: int = Field(512, ge=8, description="output frames are resized and centre-cropped to size x size")
+    frames: int = Field(8, ge=1, description="frames sampled per clip")
+    stride: int = Field(4, ge=1, description="take every stride-th decoded frame")
+    extensions: tuple[str, ...] = (".mp4", ".webm", ".gif", ".mov", ".mkv")
+
+
+class VideosConfig(Section):
+    count: int = Field(256, ge=1, description="Shapes videos to render")
+    fps: float = Field(8.0, gt=0)
+    test_fraction: float = Field(0.125, ge=0, lt=1, description="share of videos held out for evaluation (by a hash of the id)")
+    samples: int = Field(8, ge=0, description="sample GIFs logged to MLflow (and shown on the contact sheet)")
+    shard_size: int = Field(64, ge=1, description="videos per Prefect task")
+    ingest: IngestConfig = IngestConfig()
+
+
+class TrackingConfig(Section):
+    uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
+    experiment_prefix: str = "eve-fdd"
+
+
+class Config(Section):
+    profile: Literal["shapes", "full"] = "shapes"
+    seed: int = 0
+    world: WorldConfig = WorldConfig()
+    videos: VideosConfig = VideosConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    def section(self, dotted: str) -> Any:
+        node: Any = self
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        return node
+
+
+def _describe(err: dict[str, Any], source: str) -> str:
+    path = ".".join(str(p) for p in err["loc"]) or "<top level>"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key '{path}' (check the spelling; see params.yaml for the valid keys)"
+    if kind == "missing":
+        return f"{source}: missing key '{path}'"
+    got = err.get("input")
+    return f"{source}: key '{path}': {err['msg']} (got {got!r})"
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "params.yaml") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e, source) for e in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    """Read params.yaml once; `overrides` maps dotted keys to values (as `dvc exp run -S`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (run from the project root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return parse_config(data, source=str(path))

@@ -1,0 +1,146 @@
+"""MLflow tracking: one run per stage execution.
+
+Every run is tagged with the git revision (and whether the tree was dirty), the DVC stage,
+the profile and, when the stage runs inside a Prefect flow, the flow-run id, so a run in the
+MLflow UI leads back to the code, params and orchestration that produced it. Experiments are
+named `<prefix>-<profile>` (e.g. `eve-fdd-shapes`). The store defaults to `mlflow.db`
+(sqlite) in the project root with artifacts in `mlruns/` beside it; `MLFLOW_TRACKING_URI`
+in the environment wins over params.yaml, as MLflow users expect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from .config import Config
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """Make a relative sqlite path absolute against the project root."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def git_revision(root: Path) -> tuple[str, bool]:
+    """(commit, dirty); ("unknown", False) outside a git checkout."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return rev, bool(status.strip())
+
+
+def prefect_flow_run_id() -> str | None:
+    try:
+        from prefect.runtime import flow_run
+    except ImportError:
+        return None
+    return flow_run.id
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class StageRun:
+    """The MLflow run of one stage execution; thin helpers over the active run."""
+
+    def __init__(self, run: mlflow.ActiveRun):
+        self.run = run
+        self.id = run.info.run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
+        for p in paths:
+            self.log_artifact(p, artifact_path)
+
+    def log_dict(self, data: dict[str, Any], name: str) -> None:
+        mlflow.log_dict(data, name)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
+def experiment_name(cfg: Config) -> str:
+    return f"{cfg.tracking.experiment_prefix}-{cfg.profile}"
+
+
+def _ensure_experiment(name: str, root: Path) -> str:
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (root / "mlruns" / name).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+@contextmanager
+def stage_run(
+    cfg: Config,
+    stage: str,
+    sections: tuple[str, ...],
+    root: str | Path = ".",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[StageRun]:
+    """Open the MLflow run of `stage`, logging the params in `sections` (dotted config keys
+    the stage reads) and the resolved config; the run ends FAILED if the body raises."""
+    root = Path(root).resolve()
+    uri = (env or {}).get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.tracking.uri, root)
+    mlflow.set_tracking_uri(uri)
+    exp_id = _ensure_experiment(experiment_name(cfg), root)
+    rev, dirty = git_revision(root)
+    tags = {
+        "dvc.stage": stage,
+        "profile": cfg.profile,
+        "git.revision": rev,
+        "git.dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": rev,
+    }
+    flow_run_id = prefect_flow_run_id()
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    params: dict[str, Any] = {}
+    for name in sections:
+        value = cfg.section(name)
+        params.update(flatten(value.model_dump(mode="json"), name + ".") if hasattr(value, "model_dump") else {name: value})
+    with mlflow.start_run(experiment_id=exp_id, run_name=stage, tags=tags) as active:
+        mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
+        mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
+        yield StageRun(active)
+
+
+def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
+    """Write a DVC metrics json atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(dict(metrics), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.chmod(f.name, 0o644)
+    Path(f.name).replace(path)
+    return path

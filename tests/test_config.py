@@ -1,0 +1,77 @@
+import pytest
+import yaml
+
+from eve_fdd.config import Config, ConfigError, load_config, parse_config
+
+
+def test_project_params_load_and_match_defaults(root):
+    cfg = load_config(root / "params.yaml")
+    assert cfg.profile == "shapes"
+    assert cfg.world.size == 32 and cfg.world.frames == 8
+    assert cfg.videos.count == 256
+    # params.yaml spells out every default, so the file is the one place to read them
+    assert cfg == Config()
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _params(root):
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def test_unknown_key_names_its_path(tmp_path, root):
+    data = _params(root)
+    data["videos"]["ingest"]["strde"] = 2
+    with pytest.raises(ConfigError, match=r"unknown key 'videos\.ingest\.strde'"):
+        load_config(_write(tmp_path, data))
+
+
+def test_wrong_type_names_path_and_expectation(tmp_path, root):
+    data = _params(root)
+    data["world"]["size"] = "big"
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, data))
+    msg = str(err.value)
+    assert "world.size" in msg and "integer" in msg and "'big'" in msg and "params.yaml" in msg
+
+
+def test_every_error_is_reported_at_once(tmp_path, root):
+    data = _params(root)
+    data["profile"] = "huge"
+    data["videos"]["fps"] = -1
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, data))
+    assert "'profile'" in str(err.value) and "'videos.fps'" in str(err.value)
+
+
+def test_cross_field_check():
+    with pytest.raises(ConfigError, match="min_shapes"):
+        parse_config({"world": {"min_shapes": 5, "max_shapes": 3}})
+
+
+def test_overrides_use_dotted_keys(root):
+    cfg = load_config(root / "params.yaml", overrides={"world.size": 16, "seed": 7})
+    assert cfg.world.size == 16 and cfg.seed == 7
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("world: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    top = tmp_path / "top.yaml"
+    top.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(top)
+
+
+def test_config_is_immutable(root):
+    cfg = load_config(root / "params.yaml")
+    with pytest.raises(Exception):
+        cfg.world.size = 64

@@ -1,0 +1,68 @@
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eve_fdd import tracking
+from eve_fdd.config import parse_config
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return parse_config({"tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"}, "videos": {"count": 5}})
+
+
+def test_stage_run_logs_params_tags_metrics_artifacts(cfg, tmp_path, root):
+    art = tmp_path / "sheet.png"
+    art.write_bytes(b"png")
+    with tracking.stage_run(cfg, "videos", ("profile", "world", "videos"), root=root) as run:
+        run.log_metrics({"videos": 5, "rejected": 1})
+        run.log_artifact(art, "samples")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    r = client.get_run(run.id)
+    assert r.info.status == "FINISHED" and r.info.run_name == "videos"
+    assert client.get_experiment(r.info.experiment_id).name == "eve-fdd-shapes"
+    assert r.data.params["videos.count"] == "5" and r.data.params["world.size"] == "32"
+    assert r.data.params["world.speed"] == "[0.02, 0.06]" and r.data.params["profile"] == "shapes"
+    assert r.data.metrics == {"videos": 5.0, "rejected": 1.0}
+    tags = r.data.tags
+    assert tags["dvc.stage"] == "videos" and tags["profile"] == "shapes"
+    assert len(tags["git.revision"]) == 40 or tags["git.revision"] == "unknown"
+    assert tags["git.dirty"] in ("true", "false")
+    listed = {a.path for a in client.list_artifacts(run.id)} | {a.path for a in client.list_artifacts(run.id, "samples")}
+    assert {"config.json", "samples/sheet.png"} <= listed
+    config = json.loads(Path(client.download_artifacts(run.id, "config.json", str(tmp_path))).read_text())
+    assert config["videos"]["count"] == 5
+
+
+def test_failed_stage_marks_run_failed(cfg, root, tmp_path):
+    with pytest.raises(RuntimeError):
+        with tracking.stage_run(cfg, "videos", ("videos",), root=root) as run:
+            raise RuntimeError("boom")
+    assert MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run.id).info.status == "FAILED"
+
+
+def test_environment_uri_wins(cfg, root, tmp_path):
+    other = f"sqlite:///{tmp_path}/other.db"
+    with tracking.stage_run(cfg, "videos", ("videos",), root=root, env={"MLFLOW_TRACKING_URI": other}) as run:
+        pass
+    assert MlflowClient(other).get_run(run.id).info.run_name == "videos"
+    assert mlflow.get_tracking_uri() == other
+
+
+def test_relative_sqlite_uri_resolves_against_root(tmp_path):
+    assert tracking.resolve_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert tracking.resolve_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+    assert tracking.resolve_uri("http://127.0.0.1:5000", tmp_path) == "http://127.0.0.1:5000"
+
+
+def test_git_revision_outside_git(tmp_path):
+    assert tracking.git_revision(tmp_path) == ("unknown", False)
+
+
+def test_write_metrics_is_readable_json(tmp_path):
+    path = tracking.write_metrics({"b": 2, "a": 1.5}, tmp_path / "m" / "x.json")
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": 2}
+    assert path.stat().st_mode & 0o044  # others can read it (DVC, CI artefacts)
