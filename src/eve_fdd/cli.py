@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from .config import ConfigError, load_config
 from .data import tables
+from .world.vocab import TASKS
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -91,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_inspect)
     p = sub.add_parser("render", help="render a Shapes video (and optionally its ground-truth edit)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task", choices=["add", "remove", "background", "texture", "local", "style", "global"])
+    p.add_argument("--task", choices=TASKS)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("-o", "--output", default="shapes.gif", help=".gif (side by side) or .png (contact sheet)")

@@ -22,12 +22,14 @@ def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _inside(kind: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndarray:
+    # every kind fits in the centred square of half-side r: the bounce keeps that square
+    # inside the frame, so no shape is ever clipped
     if kind == "circle":
         return dx * dx + dy * dy <= r * r
     if kind == "square":
         return np.maximum(np.abs(dx), np.abs(dy)) <= 0.86 * r
     if kind == "diamond":
-        return np.abs(dx) + np.abs(dy) <= 1.1 * r
+        return np.abs(dx) + np.abs(dy) <= r
     if kind == "triangle":  # apex up, base at 0.75 r
         half_width = 1.0 * r * (dy + r) / (1.75 * r)
         return (dy <= 0.75 * r) & (np.abs(dx) <= half_width)

@@ -69,8 +69,12 @@ class Scene:
         raise SceneError(f"no {name!r} in the scene (it has: {', '.join(s.name for s in self.shapes)})")
 
     def with_shape(self, index: int, **changes: Any) -> "Scene":
+        """The scene with shape `index` changed; a resized shape's start is clamped so the
+        shape still fits, moving it no more than needed (its velocity is kept)."""
         shapes = list(self.shapes)
-        shapes[index] = replace(shapes[index], **changes)
+        shape = replace(shapes[index], **changes)
+        r = shape.radius
+        shapes[index] = replace(shape, x=float(np.clip(shape.x, r, 1 - r)), y=float(np.clip(shape.y, r, 1 - r)))
         return replace(self, shapes=tuple(shapes))
 
     def validate(self, allow_reserved: bool = False) -> "Scene":
@@ -86,6 +90,10 @@ class Scene:
             _member(f"shapes[{i}].color", s.color, vocab.COLORS)
             _member(f"shapes[{i}].size", s.size, vocab.SIZES)
             _member(f"shapes[{i}].texture", s.texture, vocab.TEXTURES)
+            for key in ("x", "y", "vx", "vy"):
+                value = getattr(s, key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                    raise SceneError(f"shapes[{i}].{key} = {value!r}, expected a finite number")
         names = [s.name for s in self.shapes]
         if len(set(names)) != len(names):
             raise SceneError(f"shape names must be unique within a scene, got {names}")
@@ -98,6 +106,8 @@ class Scene:
 
     @classmethod
     def from_json(cls, text: str, allow_reserved: bool = True) -> "Scene":
+        """Stored scenes may hold reserved subjects and styles (the LoRA experiment's data),
+        so they are allowed here unless the caller says otherwise."""
         try:
             d = json.loads(text)
             shapes = tuple(Shape(**s) for s in d.pop("shapes"))
