@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from PIL import Image
 
+from clips import encode_gif, encode_mp4
 from eve_fdd.config import IngestConfig
 from eve_fdd.data import tables
 from eve_fdd.data.ingest import IngestError, ingest_folder, video_id
@@ -22,24 +21,6 @@ def moving_square(n: int, h: int = 40, w: int = 48) -> np.ndarray:
     for i in range(n):
         frames[i, 10:20, 2 * i : 2 * i + 10] = (250, 30, 30)
     return frames
-
-
-def encode_mp4(frames: np.ndarray, path: Path, fps: int = 12) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def encode_gif(frames: np.ndarray, path: Path) -> Path:
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=100, loop=0)
-    return path
 
 
 def write_captions(root: Path, rows: list[tuple[str, str]], header: tuple[str, ...] = ("file", "caption")) -> None:

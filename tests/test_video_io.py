@@ -5,11 +5,11 @@ from __future__ import annotations
 import wave
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from clips import encode_gif, encode_mp4
 from eve_fdd.data.video import (
     CAPTION_HEIGHT,
     GAP,
@@ -32,25 +32,6 @@ def indexed_frames(n: int, h: int = H, w: int = W) -> np.ndarray:
         frames[i] = 10 * i
         frames[i, 4:8, i % (w - 4) : i % (w - 4) + 4] = 255
     return frames
-
-
-def encode_mp4(frames: np.ndarray, path: Path, fps: int = 12) -> Path:
-    """Reference H.264 encoder, independent of write_mp4."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": "10"})
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def encode_gif(frames: np.ndarray, path: Path, duration_ms: int = 125) -> Path:
-    """Reference GIF encoder (PIL), independent of write_gif."""
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
-    return path
 
 
 def brightness(frames: np.ndarray) -> np.ndarray:
