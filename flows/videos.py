@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from prefect import flow, task
+from tqdm import tqdm
 
 from eve_fdd import tracking
 from eve_fdd.config import Config, load_config
@@ -32,7 +33,7 @@ def videos_flow(params: str = "params.yaml") -> dict[str, float]:
     with tracking.stage_run(cfg, videos.STAGE, videos.PARAMS, env=os.environ) as run:
         if cfg.profile == "shapes":
             futures = [render_shard.submit(cfg, r) for r in videos.shards(cfg.videos.count, cfg.videos.shard_size)]
-            rows = [row for f in futures for row in f.result()]
+            rows = [row for f in tqdm(futures, desc="render shards", unit="shard") for row in f.result()]
             rejects: list[dict] = []
         else:
             rows, rejects = ingest(cfg)
