@@ -86,12 +86,15 @@ def apply_edit(scene: Scene, spec: EditSpec, allow_reserved: bool = False) -> Sc
             edited = scene.with_shape(i, color=_changed(scene.shapes[i].color, spec.color, "color"))
         else:
             edited = scene.with_shape(i, size=_changed(scene.shapes[i].size, spec.size, "size"))
+    elif t == "replace":  # subject set: a shape becomes the subject, keeping colour, size and motion
+        i = scene.find(_need(spec, "target"))
+        edited = scene.with_shape(i, kind=_changed(scene.shapes[i].kind, _need(spec, "kind"), "kind"))
     elif t == "style":
         edited = replace(scene, style=_changed(scene.style, _need(spec, "style"), "style"))
     elif t == "global":
         edited = replace(scene, lighting=_changed(scene.lighting, _need(spec, "lighting"), "lighting"))
     else:
-        raise SceneError(f"unknown task {t!r}, expected one of {vocab.TASKS}")
+        raise SceneError(f"unknown task {t!r}, expected one of {vocab.TASKS + vocab.SUBJECT_TASKS}")
     return edited.validate(allow_reserved=allow_reserved)
 
 
@@ -133,6 +136,8 @@ def instruction(spec: EditSpec) -> str:
         return f"add a {spec.size} {spec.color}{texture} {spec.kind} in the {spec.region}"
     if t == "remove":
         return f"remove the {spec.target}"
+    if t == "replace":
+        return f"replace the {spec.target} with a {spec.kind}"
     if t == "background":
         return f"change the background to {spec.background}"
     if t == "texture":
@@ -159,12 +164,14 @@ def sample_edit(
     rng: np.random.Generator,
     speed: tuple[float, float] = (0.02, 0.06),
     allow_reserved: bool = False,
+    concept: str | None = None,
 ) -> EditSpec:
     """A random edit of `task` that applies to `scene`. Reserved subjects and styles only
-    with `allow_reserved` (the LoRA experiment's data)."""
+    with `allow_reserved` (the LoRA experiment's data); `concept` fixes the subject of an
+    add/replace or the style of a style edit."""
     names = {s.name for s in scene.shapes}
     if task == "add":
-        kinds = vocab.KINDS + (vocab.SUBJECTS if allow_reserved else ())
+        kinds = (concept,) if concept else vocab.KINDS + (vocab.SUBJECTS if allow_reserved else ())
         color, kind = _pick(rng, [(c, k) for k in kinds for c in vocab.COLORS if f"{c} {k}" not in names])
         vx, vy = random_velocity(rng, speed)
         return EditSpec(
@@ -173,6 +180,10 @@ def sample_edit(
         )
     if task == "remove":
         return EditSpec("remove", target=_pick(rng, sorted(names)))
+    if task == "replace":
+        subject = concept or _pick(rng, vocab.SUBJECTS)
+        targets = [s for s in scene.shapes if f"{s.color} {subject}" not in names]
+        return EditSpec("replace", target=_pick(rng, [s.name for s in targets]), kind=subject)
     if task == "background":
         return EditSpec("background", background=_pick(rng, [b for b in vocab.BACKGROUNDS if b != scene.background]))
     if task == "texture":
@@ -185,7 +196,7 @@ def sample_edit(
             return EditSpec("local", target=target.name, color=_pick(rng, colors))
         return EditSpec("local", target=target.name, size=_pick(rng, [s for s in vocab.SIZES if s != target.size]))
     if task == "style":
-        styles = vocab.STYLES + (vocab.RESERVED_STYLES if allow_reserved else ())
+        styles = (concept,) if concept else vocab.STYLES + (vocab.RESERVED_STYLES if allow_reserved else ())
         return EditSpec("style", style=_pick(rng, [s for s in styles if s != scene.style]))
     if task == "global":
         return EditSpec("global", lighting=_pick(rng, [g for g in vocab.LIGHTINGS if g != scene.lighting]))
@@ -198,12 +209,17 @@ def applicable(scene: Scene, task: str) -> bool:
         return len(scene.shapes) < MAX_SHAPES
     if task == "remove":
         return len(scene.shapes) > 1
-    return task in vocab.TASKS
+    return task in vocab.TASKS + vocab.SUBJECT_TASKS
 
 
 def make_edit(
-    scene: Scene, task: str, rng: np.random.Generator, speed: tuple[float, float] = (0.02, 0.06), allow_reserved: bool = False
+    scene: Scene,
+    task: str,
+    rng: np.random.Generator,
+    speed: tuple[float, float] = (0.02, 0.06),
+    allow_reserved: bool = False,
+    concept: str | None = None,
 ) -> Edit:
-    spec = sample_edit(scene, task, rng, speed, allow_reserved)
+    spec = sample_edit(scene, task, rng, speed, allow_reserved, concept)
     edited = apply_edit(scene, spec, allow_reserved)
     return Edit(spec, edited, instruction(spec), caption(edited))

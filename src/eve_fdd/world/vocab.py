@@ -47,3 +47,5 @@ REGIONS: dict[str, tuple[float, float]] = {
 }
 
 TASKS = ("add", "remove", "background", "texture", "local", "style", "global")
+SUBJECT_TASKS = ("replace",)  # only in the subject set: a shape becomes a reserved subject
+ALL_TASKS = TASKS + SUBJECT_TASKS
