@@ -1,5 +1,6 @@
 """End to end: the real `dvc repro` on smoke-size params, in a copy of the project."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,11 @@ def project(tmp_path_factory, request):
             shutil.copy2(root / f, dest / f)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["videos"].update(count=24, samples=2, shard_size=10)
+    # a small Llama trained for a few steps: the pipeline's path, not the quality (that is
+    # measured by `dvc repro` on the default params and reported, not asserted in a test)
+    params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
+    params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
+    params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -46,7 +52,8 @@ def project(tmp_path_factory, request):
 def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project
     out = _run(["dvc", "repro"], dest, env)
-    assert "Running stage 'videos'" in out
+    for stage in ("videos", "llm", "instructions", "subject_style_instructions"):
+        assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24
     assert tables.read_table(tables.REJECTS, dest / "data/videos/rejects.parquet") == []
@@ -55,12 +62,52 @@ def test_dvc_repro_runs_the_pipeline(project):
     # MLflow: one run for the stage, tagged and with its artifacts, in the project's store
     client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
     exp = client.get_experiment_by_name("eve-fdd-shapes")
-    (run,) = client.search_runs([exp.experiment_id])
+    (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.stage` = 'videos'")
     assert run.info.status == "FINISHED" and run.data.tags["dvc.stage"] == "videos"
     assert run.data.tags.get("prefect.flow_run_id")
     assert run.data.metrics["videos"] == 24
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "samples/contact_sheet.png" in samples and "samples/shapes-00000.gif" in samples
+
+
+def _instructions(dest, name):
+    rows = tables.read_table(tables.INSTRUCTIONS, dest / f"data/instructions/{name}.parquet")
+    rejects = tables.read_table(tables.REJECTS, dest / f"data/instructions/{name}_rejects.parquet")
+    return rows, rejects
+
+
+def test_instructions_cover_every_video_and_task(project):
+    dest, env = project
+    videos = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
+    rows, rejects = _instructions(dest, "instructions")
+    not_applicable = {r["item"] for r in rejects if r["reason"] == "not_applicable"}
+    asked = {r["row_id"] for r in rows}
+    for v in videos:  # seven per video: a row, or an explicit reject saying why it was not asked
+        for task in ("add", "remove", "background", "texture", "local", "style", "global"):
+            assert (f"{v['video_id']}/{task}" in asked) != (f"{v['video_id']}/{task}" in not_applicable)
+    failed = [r for r in rejects if r["reason"] != "not_applicable"]
+    # every failed attempt is a reject row: attempts - (1 if accepted) per row
+    assert len(failed) == sum(r["attempts"] - (r["status"] == "accepted") for r in rows)
+    assert all(r["model"] == "shapes-llama.gguf" and len(r["model_sha256"]) == 64 for r in rows)
+    metrics = json.loads((dest / "metrics/instructions.json").read_text())
+    assert metrics["requests"] == len(rows) and metrics["model_calls"] == sum(r["attempts"] for r in rows)
+    subject, _ = _instructions(dest, "subject_style_instructions")
+    assert sorted({(r["set"], r["concept"]) for r in subject}) == [("style", "scanlines"), ("style", "sketch"), ("subject", "cross"), ("subject", "star")]
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-shapes")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.stage` = 'instructions'")
+    assert run.data.metrics["requests"] == len(rows)
+    assert "examples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_forced_rerun_reads_the_cache_instead_of_the_model(project):
+    dest, env = project
+    before, _ = _instructions(dest, "instructions")
+    calls = json.loads((dest / "metrics/instructions.json").read_text())["model_calls"]
+    _run(["dvc", "repro", "-f", "-s", "instructions"], dest, env)
+    metrics = json.loads((dest / "metrics/instructions.json").read_text())
+    assert metrics["model_calls"] == 0 and metrics["cache_hits"] == calls
+    assert _instructions(dest, "instructions")[0] == before
 
 
 def test_second_repro_is_a_no_op(project):

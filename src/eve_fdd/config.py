@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .llm.tiny import TinyLlamaConfig
+
 
 class ConfigError(ValueError):
     """params.yaml (or an override) does not describe a valid configuration."""
@@ -60,6 +62,36 @@ class VideosConfig(Section):
     ingest: IngestConfig = IngestConfig()
 
 
+class LlmConfig(Section):
+    """The instruction writer. Shapes: the small Llama the `llm` stage trains (its own GGUF);
+    full: a Llama-2 chat GGUF you downloaded, at `model_path`."""
+
+    model_path: str = Field("models/llama-2-7b-chat.Q4_K_M.gguf", description="full profile: path to a Llama-2 chat GGUF")
+    n_ctx: int = Field(2048, ge=128, description="context window (tokens)")
+    n_threads: int = Field(2, ge=1)
+    n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to a GPU (-1 = all)")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    repeat_penalty: float = Field(1.0, gt=0, description="1.0 = off; llama-cpp-python's default 1.1 punishes copying the caption")
+    max_tokens: int = Field(192, ge=8, description="longest answer, tokens")
+    train_conversations: int = Field(3000, ge=1, description="Shapes: conversations the small model is trained on")
+    tiny: TinyLlamaConfig = TinyLlamaConfig()
+
+
+class InstructionsConfig(Section):
+    """Stages `instructions` and `subject_style_instructions`."""
+
+    max_attempts: int = Field(4, ge=1, description="tries per (caption, task), each with a new seed")
+    shard_size: int = Field(32, ge=1, description="captions per Prefect task")
+    max_instruction_chars: int = Field(160, ge=8)
+    max_caption_chars: int = Field(400, ge=8)
+    cache_dir: str = Field(".cache/llm", description="generation cache (sqlite); reruns reuse it instead of calling the model")
+    examples: int = Field(25, ge=0, description="rows shown in the MLflow examples table")
+    subjects: tuple[str, ...] = Field(("star", "cross"), description="subject set: subjects to add or swap in")
+    styles: tuple[str, ...] = Field(("scanlines", "sketch"), description="style set: styles to render in")
+    subject_style_count: int = Field(64, ge=1, description="input captions per subject and per style (paper: 1,000)")
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -70,6 +102,8 @@ class Config(Section):
     seed: int = 0
     world: WorldConfig = WorldConfig()
     videos: VideosConfig = VideosConfig()
+    llm: LlmConfig = LlmConfig()
+    instructions: InstructionsConfig = InstructionsConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:

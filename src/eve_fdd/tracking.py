@@ -79,6 +79,9 @@ class StageRun:
         for p in paths:
             self.log_artifact(p, artifact_path)
 
+    def log_table(self, data: dict[str, list], name: str) -> None:
+        mlflow.log_table(data, name)
+
     def log_dict(self, data: dict[str, Any], name: str) -> None:
         mlflow.log_dict(data, name)
 

@@ -77,6 +77,46 @@ VIDEOS = TableSpec(
     row_checks=(_check_frames,),
 )
 
+def _check_instruction(row: dict[str, Any]) -> str | None:
+    if row["status"] not in ("accepted", "rejected"):
+        return f"status must be 'accepted' or 'rejected', got {row['status']!r}"
+    if row["status"] == "accepted" and (not row["instruction"].strip() or not row["output_caption"].strip()):
+        return "an accepted row needs a non-empty instruction and output_caption"
+    if row["status"] == "rejected" and not row["reason"]:
+        return "a rejected row needs a reason"
+    if row["set"] not in ("videos", "subject", "style"):
+        return f"set must be 'videos', 'subject' or 'style', got {row['set']!r}"
+    return None
+
+
+INSTRUCTIONS = TableSpec(
+    name="instructions",
+    key="row_id",
+    schema=pa.schema(
+        [
+            pa.field("row_id", pa.string(), nullable=False),  # video_id/task[/concept]
+            pa.field("set", pa.string(), nullable=False),  # videos | subject | style
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("task", pa.string(), nullable=False),
+            pa.field("concept", pa.string(), nullable=True),  # the subject or style, for those sets
+            pa.field("input_caption", pa.string(), nullable=False),
+            pa.field("instruction", pa.string(), nullable=False),  # "" when rejected
+            pa.field("output_caption", pa.string(), nullable=False),
+            pa.field("edit_spec", pa.string(), nullable=True),  # Shapes: the parsed edit (EditSpec JSON)
+            pa.field("model", pa.string(), nullable=False),  # GGUF file name
+            pa.field("model_sha256", pa.string(), nullable=False),
+            pa.field("prompt_version", pa.string(), nullable=False),
+            pa.field("seed", pa.int64(), nullable=False),  # the seed of the last attempt
+            pa.field("attempts", pa.int32(), nullable=False),
+            pa.field("raw_output", pa.string(), nullable=False),  # the model's text, as returned
+            pa.field("status", pa.string(), nullable=False),  # accepted | rejected
+            pa.field("reason", pa.string(), nullable=True),  # why the last attempt was rejected
+            pa.field("completion_tokens", pa.int32(), nullable=False),  # over all attempts
+        ]
+    ),
+    row_checks=(_check_instruction,),
+)
+
 REJECTS = TableSpec(
     name="rejects",
     key="item",
