@@ -116,7 +116,7 @@ def test_subject_request_must_use_the_subject():
     replaced = caption(apply_edit(SCENE, EditSpec("replace", target="red circle", kind="star"), allow_reserved=True))
     req = request(task="replace", concept="cross")
     wrong = json.dumps({"task": "replace", "instruction": "replace the red circle with a star", "output_caption": replaced})
-    row, rejects = run(Scripted([wrong] * 4), req)
+    row, rejects = run(Scripted([wrong] * CFG.instructions.max_attempts), req)
     assert row["status"] == "rejected" and {r["reason"] for r in rejects} == {"wrong_concept"}
 
 

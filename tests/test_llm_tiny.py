@@ -12,15 +12,19 @@ import torch
 from eve_fdd.llm.tiny import (
     LLAMA2_CHAT_TEMPLATE,
     ModelFileError,
+    Block,
     TinyLlamaConfig,
+    block_loss,
     build_vocab,
     corpus_words,
     encode_pairs,
     export_gguf,
     load_llama,
     make_model,
+    plan_epoch,
     render_prompt,
     sha256_file,
+    swap_examples,
     template_text,
     train_tiny_llama,
 )
@@ -195,3 +199,72 @@ def test_config_rejects_unknown_keys_and_bad_heads():
         TinyLlamaConfig(hidden=128)
     with pytest.raises(ValueError, match="heads"):
         TinyLlamaConfig(hidden_size=100, heads=3)
+
+
+def _same_prompt_pairs(n: int, shot: int = 7, start: int = 0) -> list[tuple[list[dict], str]]:
+    """Conversations that share their system message and few-shot turn (as one task's do)."""
+    shot_user, shot_answer = _example(shot)
+    out = []
+    for i in range(n):
+        user, answer = _example(start + i)
+        head = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": shot_user}, {"role": "assistant", "content": shot_answer}]
+        out.append((head + [{"role": "user", "content": user}], answer))
+    return out
+
+
+def test_swap_examples_takes_turns_from_other_conversations_of_the_same_prompt():
+    pairs = _same_prompt_pairs(6) + _same_prompt_pairs(5, shot=11, start=30)
+    same, changed = swap_examples(pairs, 0.0, np.random.default_rng(0))
+    assert same == pairs and changed == 0
+    out, changed = swap_examples(pairs, 1.0, np.random.default_rng(0))
+    assert changed == len(pairs)
+    finals = {(m[-1]["content"], a): i for i, (m, a) in enumerate(pairs)}
+    for i, ((messages, answer), (orig, orig_answer)) in enumerate(zip(out, pairs)):
+        assert answer == orig_answer and messages[0] == orig[0] and messages[-1] == orig[-1]
+        j = finals[(messages[1]["content"], messages[2]["content"])]  # the turn is another conversation's final one
+        assert j != i and orig[:-1] == pairs[j][0][:-1]  # never its own, always one with the same prompt
+        assert render_prompt(messages)  # still a valid alternating chat
+
+
+def test_plan_epoch_covers_each_conversation_once_and_shares_prefixes(random_model):
+    _, _, path = random_model
+    tok = load_llama(path, n_ctx=64, vocab_only=True)
+    pairs = _same_prompt_pairs(12) + _same_prompt_pairs(12, shot=11) + PAIRS[10:15]  # own few-shot turns each
+    data = encode_pairs(tok, pairs, LLAMA2_CHAT_TEMPLATE)
+    tok.close()
+    cfg = SMALL.model_copy(update={"batch_size": 4, "prompt_groups": 2})
+    steps = plan_epoch(data, cfg, np.random.default_rng(1))
+    seen = sorted(i for step in steps for block in step for i in block.items)
+    assert seen == list(range(len(data)))
+    for step in steps:
+        for block in step:
+            prefixes = {tuple(data[i].ids[: block.shared]) for i in block.items}
+            assert len(prefixes) == 1  # every conversation of a block starts with its shared tokens
+    assert any(block.shared > 0 for step in steps for block in step)
+    assert all(block.shared == 0 for step in steps for block in step if block.items[0] >= 24)  # the lone prompts
+
+
+def test_block_loss_with_a_shared_prefix_equals_the_loss_on_full_sequences(random_model):
+    model, vocab, path = random_model
+    tok = load_llama(path, n_ctx=64, vocab_only=True)
+    data = encode_pairs(tok, _same_prompt_pairs(3), LLAMA2_CHAT_TEMPLATE)
+    tok.close()
+    shared = data[0].n_shared
+    assert shared > 0 and all(e.ids[:shared] == data[0].ids[:shared] for e in data)
+    for examples in (False, True):
+        total, count = block_loss(model, data, Block(shared, (0, 1, 2)), vocab.eos_id, examples)
+        ref, ref_count = 0.0, 0
+        for e in data:  # each conversation alone, the whole sequence at once
+            t, c = block_loss(model, data, Block(0, (data.index(e),)), vocab.eos_id, examples)
+            ref, ref_count = ref + t, ref_count + c
+        # the few-shot answer in the shared prefix is counted once per block, not once per conversation
+        dup = sum(end - start for start, end in data[0].spans) if examples else 0
+        assert count == ref_count - 2 * dup
+        if not examples:
+            assert torch.allclose(total, ref, rtol=1e-4)
+        with torch.no_grad():
+            y = torch.tensor(data[1].targets(examples))
+            logits = model(torch.tensor([data[1].ids[:-1]])).logits[0]
+            direct = torch.nn.functional.cross_entropy(logits[y != -100], y[y != -100], reduction="sum")
+        single, _ = block_loss(model, data, Block(0, (1,)), vocab.eos_id, examples)
+        assert torch.allclose(single, direct, rtol=1e-4)

@@ -70,7 +70,7 @@ class LlmConfig(Section):
     n_ctx: int = Field(2048, ge=128, description="context window (tokens)")
     n_threads: int = Field(2, ge=1)
     n_gpu_layers: int = Field(0, ge=-1, description="layers offloaded to a GPU (-1 = all)")
-    temperature: float = Field(0.8, ge=0)
+    temperature: float = Field(0.3, ge=0, description="sampling temperature; 0.3 for the small Shapes model, 0.7 suits Llama-2 (full)")
     top_p: float = Field(0.95, gt=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0, description="1.0 = off; llama-cpp-python's default 1.1 punishes copying the caption")
     max_tokens: int = Field(192, ge=8, description="longest answer, tokens")
@@ -81,7 +81,7 @@ class LlmConfig(Section):
 class InstructionsConfig(Section):
     """Stages `instructions` and `subject_style_instructions`."""
 
-    max_attempts: int = Field(4, ge=1, description="tries per (caption, task), each with a new seed")
+    max_attempts: int = Field(8, ge=1, description="tries per (caption, task), each with a new seed")
     shard_size: int = Field(32, ge=1, description="captions per Prefect task")
     max_instruction_chars: int = Field(160, ge=8)
     max_caption_chars: int = Field(400, ge=8)

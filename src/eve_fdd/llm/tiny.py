@@ -80,11 +80,20 @@ class TinyLlamaConfig(BaseModel):
     heads: int = Field(4, ge=1, description="attention heads (no grouped-query attention)")
     intermediate_size: int = Field(352, ge=8, description="SwiGLU feed-forward width")
     max_positions: int = Field(512, ge=16, description="context length; every conversation must fit")
-    steps: int = Field(1200, ge=0, description="optimizer steps")
+    steps: int = Field(2400, ge=0, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="conversations per step")
+    prompt_groups: int = Field(
+        2, ge=1, description="distinct shared prompt prefixes (system + few-shot turns) per step; each runs once per step"
+    )
     lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate (warmup, then cosine to lr/10)")
     warmup_steps: int = Field(50, ge=0)
     weight_decay: float = Field(0.01, ge=0)
+    swap_examples: float = Field(
+        0.75, ge=0, le=1,
+        description="share of conversations whose few-shot turns are replaced, for training, by other conversations' "
+        "final turns with the same prompt (same system and few-shot turns): fixed few-shot answers teach nothing "
+        "after the first steps, varied ones are three worked answers per sequence instead of one",
+    )
     loss_on_examples: bool = Field(
         True, description="also learn the few-shot assistant turns inside the prompt, not only the final answer"
     )
@@ -320,9 +329,22 @@ def load_llama(
 
 @dataclass(frozen=True)
 class Encoded:
+    """One conversation as token ids, and where its parts are."""
+
     ids: list[int]  # prompt tokens, then answer tokens and </s>
-    n_prompt: int
+    n_prompt: int  # answer tokens start here
     spans: tuple[tuple[int, int], ...] = ()  # [start, end) of the few-shot assistant turns (with </s>) in the prompt
+    n_shared: int = 0  # tokens before the final user turn (system + few-shot turns), often shared by many conversations
+
+    def targets(self, examples: bool) -> list[int]:
+        """Next-token targets (target t is token t+1): the answer and </s>, and with
+        `examples` the few-shot assistant turns; IGNORE elsewhere."""
+        y = [IGNORE] * (len(self.ids) - 1)
+        y[self.n_prompt - 1 :] = self.ids[self.n_prompt :]
+        if examples:
+            for start, end in self.spans:
+                y[start - 1 : end - 1] = self.ids[start:end]
+        return y
 
 
 def encode_pairs(llm: Any, pairs: Sequence[tuple[Messages, str]], chat_template: str) -> list[Encoded]:
@@ -331,13 +353,16 @@ def encode_pairs(llm: Any, pairs: Sequence[tuple[Messages, str]], chat_template:
     the answer's tokens and `</s>`."""
     bos = llm._model.token_get_text(llm.token_bos())
     eos = llm._model.token_get_text(llm.token_eos())
-    eos_id = llm.token_eos()
+    bos_id, eos_id = llm.token_bos(), llm.token_eos()
     out = []
     for messages, answer in pairs:
         prompt = render_prompt(messages, chat_template, bos_token=bos, eos_token=eos)
         p = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         a = llm.tokenize(answer.strip().encode("utf-8"), add_bos=False, special=False)
-        out.append(Encoded(p + a + [eos_id], len(p), _assistant_spans(llm, messages, p, eos_id)))
+        # every turn starts with <s>, so the prefix before the last one is the same token for
+        # token in every conversation with the same system prompt and few-shot turns
+        n_shared = max(i for i, t in enumerate(p) if t == bos_id) if bos_id in p else 0
+        out.append(Encoded(p + a + [eos_id], len(p), _assistant_spans(llm, messages, p, eos_id), n_shared))
     return out
 
 
@@ -359,40 +384,119 @@ def _assistant_spans(llm: Any, messages: Messages, ids: list[int], eos_id: int) 
     return tuple(spans)
 
 
-def _batch(items: Sequence[Encoded], pad_id: int, examples: bool = False):
-    """Right-padded inputs and next-token targets; loss only on the answer and </s> (and,
-    with `examples`, on the few-shot assistant turns)."""
-    import torch
+def swap_examples(pairs: Sequence[tuple[Messages, str]], share: float, rng: np.random.Generator) -> tuple[list[tuple[Messages, str]], int]:
+    """Training conversations where a `share` of them have their few-shot turns replaced by
+    the final (user, answer) turns of other conversations with the same prompt (the same
+    system message and few-shot turns, so the same task). Every one is still a valid chat in
+    the same format; the rest keep the fixed few-shot turns that generation uses.
+    Returns the conversations and how many were changed."""
+    keys = [repr(messages[:-1]) for messages, _ in pairs]
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    out, changed = [], 0
+    for i, (messages, answer) in enumerate(pairs):
+        head = 1 if messages and messages[0]["role"] == "system" else 0
+        shots = (len(messages) - 1 - head) // 2
+        group = groups[keys[i]]
+        if shots < 1 or len(group) - 1 < shots or rng.random() >= share:
+            out.append((messages, answer))
+            continue
+        turns = []
+        for k in rng.choice(len(group) - 1, shots, replace=False):
+            j = group[k] if group[k] < i else group[k + 1]  # any member but i (groups are in index order)
+            turns += [pairs[j][0][-1], {"role": "assistant", "content": pairs[j][1]}]
+        out.append((messages[:head] + turns + messages[-1:], answer))
+        changed += 1
+    return out, changed
 
-    width = max(len(e.ids) for e in items) - 1
-    x = torch.full((len(items), width), pad_id, dtype=torch.long)
-    y = torch.full((len(items), width), IGNORE, dtype=torch.long)
-    for r, e in enumerate(items):
-        ids = torch.tensor(e.ids, dtype=torch.long)
-        n = len(e.ids) - 1
-        x[r, :n] = ids[:-1]
-        # target at position t is token t+1; answer tokens start at index n_prompt
-        y[r, e.n_prompt - 1 : n] = ids[e.n_prompt :]
-        if examples:
-            for start, end in e.spans:
-                y[r, start - 1 : end - 1] = ids[start:end]
-    return x, y
+
+@dataclass(frozen=True)
+class Block:
+    """Conversations trained together: `shared` tokens common to all (run once), then each
+    one's own rest of the sequence."""
+
+    shared: int
+    items: tuple[int, ...]
 
 
-# ---------------------------------------------------------------------------- training
+def plan_epoch(data: Sequence[Encoded], cfg: "TinyLlamaConfig", rng: np.random.Generator) -> list[list[Block]]:
+    """One epoch of steps, each a list of blocks. Conversations that share their prompt
+    prefix with many others (the same system prompt and few-shot turns for a task) go in
+    steps of `prompt_groups` blocks of `batch_size / prompt_groups` conversations, each
+    prefix run once (2-4x less compute on the Shapes prompts); the others in plain batches
+    of `batch_size` conversations of similar length."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(data):
+        groups.setdefault(tuple(e.ids[: e.n_shared]), []).append(i)
+    per_group = max(1, cfg.batch_size // cfg.prompt_groups)
+    lengths = np.array([len(e.ids) for e in data])
+    alone = [i for members in groups.values() if len(members) < 2 * per_group for i in members]
+    steps = [[Block(0, tuple(b))] for b in _length_batches(lengths, np.array(alone, dtype=int), cfg.batch_size, rng)]
+    chunks = []
+    for key, members in groups.items():
+        if len(members) >= 2 * per_group:
+            chunks += [Block(len(key), tuple(b)) for b in _length_batches(lengths, np.array(members), per_group, rng)]
+    order = rng.permutation(len(chunks))
+    steps += [[chunks[c] for c in order[s : s + cfg.prompt_groups]] for s in range(0, len(order), cfg.prompt_groups)]
+    return [steps[i] for i in rng.permutation(len(steps))]
 
 
-def _epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[list[int]]:
-    """One epoch of batches, each of similar lengths (less padding): shuffle, sort windows of
-    64 batches by length, cut, shuffle the batches."""
-    perm = rng.permutation(len(lengths))
-    window = batch_size * 64
+def _length_batches(lengths: np.ndarray, members: np.ndarray, size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffled batches of `size` of `members`, each of similar lengths (less padding)."""
+    perm = members[rng.permutation(len(members))]
+    window = size * 64
     batches = []
     for w in range(0, len(perm), window):
         chunk = perm[w : w + window]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + size].tolist() for i in range(0, len(chunk), size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _pad(rows: Sequence[Sequence[int]], value: int):
+    import torch
+
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def block_loss(model: Any, data: Sequence[Encoded], block: Block, pad_id: int, examples: bool, bf16: bool = False):
+    """(sum of token losses, number of target tokens) of one block. The shared prefix runs
+    once with batch 1; its key/value cache is repeated for every conversation, whose own
+    tokens then attend to it: the same logits (and gradients) as running each full sequence."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import DynamicCache
+
+    items = [data[i] for i in block.items]
+    p = block.shared
+    total = torch.zeros(())
+    count = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        cache = None
+        if p:
+            cache = DynamicCache(config=model.config)
+            hidden = model.model(input_ids=_pad([items[0].ids[:p]], pad_id), cache=cache, use_cache=True).last_hidden_state
+            y = _pad([items[0].targets(examples)[:p]], IGNORE)
+            if (y != IGNORE).any():  # the few-shot answers: the same for the whole block, counted once
+                mask = y != IGNORE
+                total = total + F.cross_entropy(model.lm_head(hidden[mask]).float(), y[mask], reduction="sum")
+                count += int(mask.sum())
+            cache.batch_repeat_interleave(len(items))
+        x = _pad([e.ids[p:-1] for e in items], pad_id)  # right padding: causal attention keeps it out
+        y = _pad([e.targets(examples)[p:] for e in items], IGNORE)
+        hidden = model.model(input_ids=x, cache=cache, use_cache=cache is not None).last_hidden_state
+        mask = y != IGNORE
+        # the output projection only where there is a target: most positions are prompt
+        total = total + F.cross_entropy(model.lm_head(hidden[mask]).float(), y[mask], reduction="sum")
+        count += int(mask.sum())
+    return total, count
+
+
+# ---------------------------------------------------------------------------- training
 
 
 def make_model(cfg: TinyLlamaConfig, vocab_size: int):
@@ -465,6 +569,8 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
     from tqdm import tqdm
 
     bf16 = native_bf16() if cfg.bf16 is None else cfg.bf16
+    rng = np.random.default_rng(cfg.seed)
+    pairs, swapped = swap_examples(pairs, cfg.swap_examples, rng)
     texts = [template_text(LLAMA2_CHAT_TEMPLATE)]
     for messages, answer in pairs:
         texts.extend(m["content"] for m in messages)
@@ -480,8 +586,7 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
         )
 
     opt = _optimizer(model, cfg)
-    rng = np.random.default_rng(cfg.seed)
-    batches: list[list[int]] = []
+    plan: list[list[Block]] = []
     losses: list[float] = []
     curve: list[tuple[int, float, float]] = []  # (step, loss, seconds)
     log_every = max(1, cfg.steps // 20)
@@ -490,19 +595,19 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="tiny llama", disable=not progress, mininterval=1.0)
     for step in bar:
-        if not batches:
-            batches = _epoch_batches(lengths, cfg.batch_size, rng)
-        idx = batches.pop()
-        x, y = _batch([data[i] for i in idx], vocab.eos_id, cfg.loss_on_examples)
+        if not plan:
+            plan = plan_epoch(data, cfg, rng)
+        blocks = plan.pop()
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
-        loss = _loss(model, x, y, bf16)
+        parts = [block_loss(model, data, b, vocab.eos_id, cfg.loss_on_examples, bf16) for b in blocks]
+        loss = sum(t for t, _ in parts) / max(1, sum(c for _, c in parts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-        n_tokens += int(lengths[idx].sum())
+        n_tokens += sum(int(lengths[i]) for b in blocks for i in b.items)
         if step % log_every == 0 or step == cfg.steps - 1:
             curve.append((step, round(losses[-1], 4), round(time.perf_counter() - start, 1)))
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
@@ -515,12 +620,14 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
         "steps": cfg.steps,
         "final_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
         "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "tokens_per_second": round(n_tokens / seconds, 1) if seconds > 0 else 0.0,  # conversation tokens, shared prefixes included
         "vocab_size": len(vocab),
         "conversations": len(data),
         "mean_tokens": float(lengths.mean()),
         "max_tokens": int(lengths.max()),
         "with_examples": sum(bool(e.spans) for e in data) if cfg.loss_on_examples else 0,
+        "swapped_examples": swapped,
+        "prompt_prefixes": len({tuple(e.ids[: e.n_shared]) for e in data}),
         "loss_curve": curve,
         "bf16": bf16,
         "threads": torch.get_num_threads(),
@@ -552,16 +659,3 @@ def _optimizer(model: Any, cfg: TinyLlamaConfig):
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(0.9, 0.95),
     )
-
-
-def _loss(model: Any, x, y, bf16: bool):
-    """Mean cross-entropy over the target positions; the output projection runs only there
-    (most positions are prompt)."""
-    import torch
-    import torch.nn.functional as F
-
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        hidden = model.model(input_ids=x).last_hidden_state
-        mask = y != IGNORE
-        logits = model.lm_head(hidden[mask])
-    return F.cross_entropy(logits.float(), y[mask])
