@@ -92,6 +92,32 @@ class InstructionsConfig(Section):
     subject_style_count: int = Field(64, ge=1, description="input captions per subject and per style (paper: 1,000)")
 
 
+class DiffusionConfig(Section):
+    """The noise schedule and sampler every model uses (METHOD.md sections 4 and 6)."""
+
+    train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    beta_start: float = Field(0.00085, gt=0)
+    beta_end: float = Field(0.012, gt=0)
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
+        "v_prediction", description="what the backbone predicts; SD 1.5 (full) is 'epsilon'"
+    )
+    zero_terminal_snr: bool = Field(
+        True, description="rescaled betas, a_T = 0 (needs v_prediction); false for SD 1.5, a documented deviation"
+    )
+    inference_steps: int = Field(24, ge=1, description="DDIM steps at inference (T); K-bin splits them into k bins")
+    window: int = Field(8, ge=1, description="frames the video model sees at once; longer clips use sliding windows")
+    window_stride: int = Field(4, ge=1, description="frames between sliding windows")
+
+    @model_validator(mode="after")
+    def _snr_needs_v(self) -> "DiffusionConfig":
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ValueError("zero_terminal_snr needs prediction_type v_prediction (or sample); an epsilon model cannot start from pure noise")
+        if self.window_stride > self.window:
+            raise ValueError(f"window_stride ({self.window_stride}) must not exceed window ({self.window})")
+        return self
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -104,6 +130,7 @@ class Config(Section):
     videos: VideosConfig = VideosConfig()
     llm: LlmConfig = LlmConfig()
     instructions: InstructionsConfig = InstructionsConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:
