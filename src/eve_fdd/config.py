@@ -118,6 +118,33 @@ class DiffusionConfig(Section):
         return self
 
 
+class TinyBackboneConfig(Section):
+    """Shapes: the pixel-space UNet and text encoder the `backbone` stage trains."""
+
+    block_out_channels: tuple[int, ...] = Field((32, 64, 64), min_length=2, description="UNet widths; attention below full resolution only")
+    layers_per_block: int = Field(1, ge=1)
+    attention_head_dim: int = Field(8, ge=1)
+    norm_num_groups: int = Field(8, ge=1)
+    text_hidden_size: int = Field(64, ge=8)
+    text_layers: int = Field(2, ge=1)
+    text_heads: int = Field(4, ge=1)
+    max_text_tokens: int = Field(64, ge=8, description="longest caption or instruction, in tokens")
+
+
+class BackboneConfig(Section):
+    pretrained: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        description="full: SD 1.5 as a hub id or a local directory in diffusers' pipeline layout",
+    )
+    tiny: TinyBackboneConfig = TinyBackboneConfig()
+
+
+class ModelsConfig(Section):
+    """The models every stage builds through `models.registry` (METHOD.md sections 2, 9)."""
+
+    backbone: BackboneConfig = BackboneConfig()
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -131,6 +158,7 @@ class Config(Section):
     llm: LlmConfig = LlmConfig()
     instructions: InstructionsConfig = InstructionsConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    models: ModelsConfig = ModelsConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:

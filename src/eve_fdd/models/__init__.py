@@ -1,0 +1,1 @@
+"""Backbone, adapters, LoRA and their composition, built from the profile by `registry`."""
