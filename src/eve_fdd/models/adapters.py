@@ -1,0 +1,160 @@
+"""The two adapters on the frozen backbone, LoRA, and the model they make together.
+
+- Edit adapter (METHOD.md section 2): a `ControlNetModel` initialised from the backbone's
+  down and middle blocks; it reads the input image, the instruction (as its text) and the
+  task label (as a class embedding), while the backbone reads the output caption.
+- Video adapter: AnimateDiff-style temporal layers (`MotionAdapter`) in a `UNetMotionModel`
+  around the frozen backbone's spatial weights.
+- LoRA (peft) on the backbone's attention, never on the motion modules.
+`EditVideoModel` runs any combination: backbone alone, + edit adapter, + video adapter, + LoRA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..world import vocab
+
+TASK_LABELS = vocab.ALL_TASKS  # class index = position here
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def task_ids(tasks: list[str]) -> torch.Tensor:
+    unknown = [t for t in tasks if t not in TASK_LABELS]
+    if unknown:
+        raise ValueError(f"unknown task label(s) {unknown}; expected one of {list(TASK_LABELS)}")
+    return torch.tensor([TASK_LABELS.index(t) for t in tasks], dtype=torch.long)
+
+
+def edit_adapter(unet: Any, conditioning_channels: tuple[int, ...] = (16,)) -> Any:
+    """A ControlNet copied from the backbone's down/mid blocks, with a task-label embedding.
+
+    `from_unet` keeps the UNet's `num_class_embeds` (None), so the ControlNet is rebuilt from
+    its config with one class per task and the copied weights loaded back; only the class
+    embedding is new. Its zero convolutions start at 0: before training it changes nothing.
+    For a pixel-space backbone `conditioning_channels=(16,)` keeps the condition image at the
+    sample's size (each extra entry halves it)."""
+    from diffusers import ControlNetModel
+
+    base = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
+    config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
+    config["num_class_embeds"] = len(TASK_LABELS)
+    net = ControlNetModel.from_config(config)
+    missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or set(missing) != {"class_embedding.weight"}:
+        raise RuntimeError(f"edit adapter: unexpected state dict mismatch (missing {missing}, unexpected {unexpected})")
+    return net
+
+
+def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: int | None = None) -> Any:
+    """A `UNetMotionModel`: the backbone's spatial weights (copied) + new temporal layers.
+    The temporal output projections start at zero (as in AnimateDiff), so before training
+    the clip model is the image model applied to each frame."""
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    cfg = unet.config
+    adapter = MotionAdapter(
+        block_out_channels=tuple(cfg.block_out_channels), motion_layers_per_block=cfg.layers_per_block,
+        motion_num_attention_heads=heads, motion_norm_num_groups=norm_groups or cfg.norm_num_groups,
+        motion_max_seq_length=max_frames, use_motion_mid_block=True,
+    )
+    model = UNetMotionModel.from_unet2d(unet, adapter)
+    # AnimateDiff's own code zero-initialises each temporal transformer's output projection;
+    # diffusers' MotionAdapter does not (checked with diffusers 0.42), so do it here
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "motion_modules" in name and ".proj_out." in name:
+                p.zero_()
+    return model
+
+
+def motion_parameters(model: Any) -> list[torch.nn.Parameter]:
+    return [p for n, p in model.named_parameters() if "motion_modules" in n]
+
+
+def add_lora(model: Any, name: str, rank: int = 4, alpha: float | None = None) -> Any:
+    """A peft LoRA adapter called `name` on the attention projections of the backbone's
+    layers (`UNet2DConditionModel` or the spatial part of a `UNetMotionModel`), never on the
+    motion modules. Afterwards only LoRA weights require gradients."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS,
+        exclude_modules=r".*motion_modules.*",
+    )
+    model.add_adapter(config, adapter_name=name)
+    return model
+
+
+def frames_to_batch(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, H, W) -> (B*F, C, H, W), frame-major within each clip."""
+    b, c, f, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * f, c, h, w)
+
+
+def batch_to_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
+    bf, c, h, w = x.shape
+    return x.reshape(bf // frames, frames, c, h, w).transpose(1, 2)
+
+
+@dataclass
+class EditVideoModel:
+    """Backbone (a `UNet2DConditionModel`, or a `UNetMotionModel` when the video adapter is
+    on) + optional edit adapter. One call predicts the model output for images (B, C, H, W)
+    or clips (B, C, F, H, W):
+      caption_emb      output caption, for the backbone      (B, L, D)
+      instruction_emb  instruction, for the edit adapter      (B, L, D)
+      source           input image / video (the edit adapter's condition), like x
+      tasks            task label ids (B,)
+    With the video adapter the edit adapter runs frame by frame on the input video and its
+    residuals go into the motion UNet (METHOD.md section 2: the plug-and-play student)."""
+
+    unet: Any
+    controlnet: Any = None
+    edit_scale: float = 1.0
+
+    @property
+    def is_video(self) -> bool:
+        return type(self.unet).__name__ == "UNetMotionModel"
+
+    def __call__(self, x, t, caption_emb, instruction_emb=None, source=None, tasks=None):
+        clip = x.ndim == 5
+        if clip and not self.is_video:  # the image model on every frame
+            f = x.shape[2]
+            out = self._image(frames_to_batch(x), t.repeat_interleave(f), caption_emb.repeat_interleave(f, 0),
+                              _rep(instruction_emb, f), frames_to_batch(source) if source is not None else None, _rep(tasks, f))
+            return batch_to_frames(out, f)
+        if not clip:
+            if self.is_video:
+                raise ValueError("the video model takes clips (B, C, F, H, W); got an image batch")
+            return self._image(x, t, caption_emb, instruction_emb, source, tasks)
+        f = x.shape[2]
+        extra = {}
+        if self.controlnet is not None:
+            down, mid = self._control(frames_to_batch(x), t.repeat_interleave(f), _rep(instruction_emb, f),
+                                      frames_to_batch(source), _rep(tasks, f))
+            extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        return self.unet(x, t, encoder_hidden_states=caption_emb.repeat_interleave(f, 0), **extra).sample
+
+    def _image(self, x, t, caption_emb, instruction_emb, source, tasks):
+        extra = {}
+        if self.controlnet is not None:
+            down, mid = self._control(x, t, instruction_emb, source, tasks)
+            extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        return self.unet(x, t, encoder_hidden_states=caption_emb, **extra).sample
+
+    def _control(self, x, t, instruction_emb, source, tasks):
+        if instruction_emb is None or source is None or tasks is None:
+            raise ValueError("the edit adapter needs instruction_emb, source and tasks")
+        down, mid = self.controlnet(
+            x, t, encoder_hidden_states=instruction_emb, controlnet_cond=source, class_labels=tasks,
+            conditioning_scale=self.edit_scale, return_dict=False,
+        )
+        return down, mid
+
+
+def _rep(x: torch.Tensor | None, f: int) -> torch.Tensor | None:
+    return None if x is None else x.repeat_interleave(f, 0)
