@@ -1,0 +1,1 @@
+"""Adapter training: one loop (accelerate) with safetensors checkpoints and resume."""

@@ -1,0 +1,184 @@
+"""The one training loop every adapter stage uses (backbone, edit adapter, video adapter, LoRAs).
+
+A stage gives it the modules to train (only parameters with `requires_grad` are trained and
+saved) and a `step_fn(step, generator) -> (loss, logs)` that draws its own batch from the
+generator, which is seeded by (seed, step): so a run interrupted and resumed from a checkpoint
+takes exactly the steps the uninterrupted run would have taken.
+
+Checkpoints (every `checkpoint_every` steps and at the end) are directories
+`checkpoints/step-000123/` holding `weights.safetensors` (trainable parameters by name),
+`optimizer.safetensors` (AdamW moments), `ema.safetensors` (when EMA is on) and `state.json`
+(step, loss curve); each is written to a temporary directory and renamed into place, so a
+crash never leaves a half checkpoint. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainConfig(BaseModel):
+    """One training run (each adapter stage has its own section of these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(1000, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints (one is always written at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (diffusers EMAModel); 0 = off")
+    gradient_checkpointing: bool = False
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    step: int
+    resumed_from: int
+    curve: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss", ...logs}
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+
+
+def trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
+    """Parameters that require gradients, named `<module>.<parameter>`."""
+    return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted((out_dir / "checkpoints").glob("step-*[0-9]"))
+    return found[-1] if found else None
+
+
+def train(
+    modules: dict[str, torch.nn.Module],
+    step_fn: StepFn,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any."""
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    params = trainable(modules)
+    if not params:
+        raise ValueError(f"nothing to train: no parameter of {sorted(modules)} requires gradients")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    if cfg.gradient_checkpointing:
+        for module in modules.values():
+            if hasattr(module, "enable_gradient_checkpointing"):
+                module.enable_gradient_checkpointing()
+    for module in modules.values():
+        module.train()
+    opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = accelerator.prepare(opt)
+    ema = EMAModel(list(params.values()), decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+
+    result = TrainResult(step=0, resumed_from=0)
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        result = _load(ckpt, params, opt, ema)
+    start = time.perf_counter()
+    bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not progress, mininterval=1.0)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        loss, logs = step_fn(step, gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+        opt.step()
+        if ema is not None:
+            ema.step(list(params.values()))
+        result.step = step + 1
+        if step % cfg.log_every == 0 or result.step == cfg.steps:
+            row = {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}
+            result.curve.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            if on_log:
+                on_log(row)
+        if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
+            _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints)
+    result.seconds = time.perf_counter() - start
+    last = latest_checkpoint(out_dir)
+    done = last is not None and last.name == f"step-{result.step:06d}"
+    result.checkpoint = last if done else _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints)
+    if ema is not None:
+        ema.copy_to(list(params.values()))  # the modules end with the averaged weights
+    return result
+
+
+def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any, keep: int) -> Path:
+    from safetensors.torch import save_file
+
+    root = out_dir / "checkpoints"
+    final = root / f"step-{result.step:06d}"
+    tmp = root / f".tmp-step-{result.step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({n: p.detach().contiguous() for n, p in params.items()}, tmp / "weights.safetensors")
+    moments = {}
+    index = {id(p): n for n, p in params.items()}
+    for p, state in opt.state.items():
+        for key, value in state.items():
+            moments[f"{index[id(p)]}::{key}"] = value.detach().reshape(value.shape).contiguous() if torch.is_tensor(value) else torch.tensor(value)
+    save_file(moments, tmp / "optimizer.safetensors")
+    if ema is not None:
+        save_file({n: s.contiguous() for n, s in zip(params, ema.shadow_params)}, tmp / "ema.safetensors")
+    state = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None}
+    (tmp / "state.json").write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*[0-9]"))[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def _load(ckpt: Path, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any) -> TrainResult:
+    from safetensors.torch import load_file
+
+    weights = load_file(ckpt / "weights.safetensors")
+    if set(weights) != set(params):
+        extra, missing = sorted(set(weights) - set(params)), sorted(set(params) - set(weights))
+        raise ValueError(f"{ckpt}: checkpoint does not match the model's trainable parameters (missing {missing[:5]}, unexpected {extra[:5]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n])
+    moments = load_file(ckpt / "optimizer.safetensors")
+    for n, p in params.items():
+        state = {k.split("::", 1)[1]: v for k, v in moments.items() if k.split("::", 1)[0] == n}
+        if state:
+            opt.state[p] = state
+    state = json.loads((ckpt / "state.json").read_text())
+    if ema is not None:
+        if (ckpt / "ema.safetensors").is_file():
+            shadow = load_file(ckpt / "ema.safetensors")
+            ema.shadow_params = [shadow[n].clone() for n in params]
+            ema.optimization_step = state.get("ema_step") or state["step"]
+        else:
+            raise ValueError(f"{ckpt}: EMA is on but the checkpoint has no ema.safetensors")
+    return TrainResult(step=state["step"], resumed_from=state["step"], curve=state["curve"])

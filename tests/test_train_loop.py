@@ -1,0 +1,95 @@
+"""train/loop.py: only trainable parameters train and are saved; checkpoints are atomic and a
+resumed run ends exactly where the uninterrupted one does; EMA; clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from eve_fdd.train.loop import TrainConfig, latest_checkpoint, train
+
+
+def _model(seed: int = 0) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(seed)
+    frozen = torch.nn.Linear(4, 4).requires_grad_(False)
+    head = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    return {"frozen": frozen, "head": head}
+
+
+def _step_fn(modules):
+    target = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+
+    def step(i, gen):
+        x = torch.randn(16, 4, generator=gen)
+        y = (x * target).sum(1, keepdim=True)
+        pred = modules["head"](modules["frozen"](x))
+        return ((pred - y) ** 2).mean(), {"x_mean": float(x.mean())}
+
+    return step
+
+
+def _state(modules):
+    return {f"{m}.{n}": p.detach().clone() for m, mod in modules.items() for n, p in mod.state_dict().items()}
+
+
+CFG = TrainConfig(steps=12, lr=1e-2, warmup_steps=3, checkpoint_every=4, keep_checkpoints=2, log_every=1, seed=5)
+
+
+def test_trains_only_what_requires_grad_and_saves_only_that(tmp_path):
+    m = _model()
+    frozen_before = m["frozen"].weight.clone()
+    res = train(m, _step_fn(m), CFG, tmp_path, progress=False)
+    assert res.step == 12 and res.resumed_from == 0 and len(res.curve) == 12
+    assert res.curve[-1]["loss"] < res.curve[0]["loss"]
+    assert torch.equal(m["frozen"].weight, frozen_before)
+    weights = load_file(res.checkpoint / "weights.safetensors")
+    assert set(weights) == {f"head.{n}" for n, _ in m["head"].named_parameters()}
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step-000008", "step-000012"]  # keep 2, no temp dirs
+    assert json.loads((res.checkpoint / "state.json").read_text())["step"] == 12
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, ema):
+    cfg = CFG.model_copy(update={"ema_decay": ema})
+    full = _model()
+    train(full, _step_fn(full), cfg, tmp_path / "full", progress=False)
+
+    first = _model()
+    part = train(first, _step_fn(first), cfg.model_copy(update={"steps": 6}), tmp_path / "cut", progress=False)
+    assert part.step == 6 and latest_checkpoint(tmp_path / "cut").name == "step-000006"
+    again = _model()  # a new process: fresh weights, the checkpoint on disk
+    res = train(again, _step_fn(again), cfg, tmp_path / "cut", progress=False)
+    assert res.resumed_from == 6 and res.step == 12
+    assert [r["step"] for r in res.curve] == list(range(12))  # the curve continues
+    for k, v in _state(full).items():
+        assert torch.allclose(_state(again)[k], v, atol=1e-6), k
+    # nothing left to do: a rerun loads the final checkpoint and trains no step
+    calls = []
+    done = train(_model(), lambda i, g: calls.append(i), cfg, tmp_path / "cut", progress=False)
+    assert done.step == 12 and not calls
+
+
+def test_ema_ends_with_the_averaged_weights(tmp_path):
+    m = _model()
+    res = train(m, _step_fn(m), CFG.model_copy(update={"ema_decay": 0.5}), tmp_path, progress=False)
+    ema = load_file(res.checkpoint / "ema.safetensors")
+    raw = load_file(res.checkpoint / "weights.safetensors")
+    assert all(torch.equal(p, ema[f"head.{n}"]) for n, p in m["head"].named_parameters())
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)
+
+
+def test_clear_errors(tmp_path):
+    frozen = {"frozen": torch.nn.Linear(2, 2).requires_grad_(False)}
+    with pytest.raises(ValueError, match="nothing to train"):
+        train(frozen, lambda i, g: (torch.zeros(()), {}), CFG, tmp_path / "a", progress=False)
+    m = _model()
+    with pytest.raises(FloatingPointError, match="step 0"):
+        train(m, lambda i, g: (torch.tensor(float("nan"), requires_grad=True), {}), CFG, tmp_path / "b", progress=False)
+    m = _model()
+    train(m, _step_fn(m), CFG.model_copy(update={"steps": 4}), tmp_path / "c", progress=False)
+    other = {"head": torch.nn.Linear(4, 1)}
+    with pytest.raises(ValueError, match="does not match the model's trainable parameters"):
+        train(other, lambda i, g: (other["head"](torch.ones(1, 4)).sum(), {}), CFG, tmp_path / "c", progress=False)
