@@ -41,6 +41,7 @@ def project(tmp_path_factory, request):
     params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
     params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
     params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
+    params["edit_pairs"].update(count=21, shard_size=10, samples=7)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -52,7 +53,7 @@ def project(tmp_path_factory, request):
 def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project
     out = _run(["dvc", "repro"], dest, env)
-    for stage in ("videos", "llm", "instructions", "subject_style_instructions"):
+    for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24
@@ -68,6 +69,20 @@ def test_dvc_repro_runs_the_pipeline(project):
     assert run.data.metrics["videos"] == 24
     samples = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     assert "samples/contact_sheet.png" in samples and "samples/shapes-00000.gif" in samples
+
+
+def test_edit_pairs_stage_writes_pairs_and_logs_them(project):
+    dest, env = project
+    pairs = tables.read_table(tables.EDIT_PAIRS, dest / "data/edit_pairs/pairs.parquet")
+    rejects = tables.read_table(tables.REJECTS, dest / "data/edit_pairs/rejects.parquet")
+    assert len(pairs) + len(rejects) == 21 and len(pairs) >= 14
+    metrics = json.loads((dest / "metrics/edit_pairs.json").read_text())
+    assert metrics["pairs"] == len(pairs)
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-shapes")
+    (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.stage` = 'edit_pairs'")
+    assert run.data.metrics["pairs"] == len(pairs)
+    assert "samples/contact_sheet.png" in {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
 
 
 def _instructions(dest, name):

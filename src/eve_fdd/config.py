@@ -92,6 +92,16 @@ class InstructionsConfig(Section):
     subject_style_count: int = Field(64, ge=1, description="input captions per subject and per style (paper: 1,000)")
 
 
+class EditPairsConfig(Section):
+    """Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter, the
+    stand-in for Emu Edit's data. Single images only: never edited videos."""
+
+    count: int = Field(2800, ge=1, description="pairs, spread evenly over the seven tasks")
+    test_fraction: float = Field(0.1, ge=0, lt=1)
+    shard_size: int = Field(700, ge=1, description="pairs per Prefect task")
+    samples: int = Field(14, ge=0, description="pairs on the contact sheet logged to MLflow")
+
+
 class DiffusionConfig(Section):
     """The noise schedule and sampler every model uses (METHOD.md sections 4 and 6)."""
 
@@ -157,6 +167,7 @@ class Config(Section):
     videos: VideosConfig = VideosConfig()
     llm: LlmConfig = LlmConfig()
     instructions: InstructionsConfig = InstructionsConfig()
+    edit_pairs: EditPairsConfig = EditPairsConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     models: ModelsConfig = ModelsConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -117,6 +117,45 @@ INSTRUCTIONS = TableSpec(
     row_checks=(_check_instruction,),
 )
 
+def _check_pair(row: dict[str, Any]) -> str | None:
+    expected = row["height"] * row["width"] * 3
+    if min(row["height"], row["width"]) < 1:
+        return f"height/width must be positive, got {row['height']}/{row['width']}"
+    for col in ("input_image", "output_image"):
+        if len(row[col]) != expected:
+            return f"{col} has {len(row[col])} bytes, expected height*width*3 = {expected}"
+    if row["split"] not in ("train", "test"):
+        return f"split must be 'train' or 'test', got {row['split']!r}"
+    if not row["instruction"].strip() or not row["output_caption"].strip():
+        return "instruction and output_caption must be non-empty"
+    return None
+
+
+EDIT_PAIRS = TableSpec(
+    name="edit_pairs",
+    key="pair_id",
+    schema=pa.schema(
+        [
+            pa.field("pair_id", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),  # "train" or "test" (held out)
+            pa.field("task", pa.string(), nullable=False),
+            pa.field("input_caption", pa.string(), nullable=False),
+            pa.field("instruction", pa.string(), nullable=False),
+            pa.field("output_caption", pa.string(), nullable=False),
+            pa.field("edit_spec", pa.string(), nullable=False),  # EditSpec JSON
+            pa.field("scene", pa.string(), nullable=False),  # the input scene JSON
+            pa.field("frame", pa.int32(), nullable=False),  # which frame of the scene's motion both images show
+            pa.field("height", pa.int32(), nullable=False),
+            pa.field("width", pa.int32(), nullable=False),
+            # uint8 RGB, (height, width, 3) in C order: the image before and after the edit
+            pa.field("input_image", pa.binary(), nullable=False),
+            pa.field("output_image", pa.binary(), nullable=False),
+            pa.field("seed", pa.int64(), nullable=False),
+        ]
+    ),
+    row_checks=(_check_pair,),
+)
+
 REJECTS = TableSpec(
     name="rejects",
     key="item",

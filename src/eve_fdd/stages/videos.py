@@ -8,7 +8,6 @@ used are written to the rejects table with the reason. Outputs (under `out_dir`)
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from ..config import Config, IngestConfig
 from ..data import tables
 from ..data.ingest import ingest_folder
+from ..data.splits import shards, split_of  # noqa: F401  (shards: used by flows/videos.py)
 from ..data.video import contact_sheet, write_gif
 from ..world import caption, random_scene, render_video
 
@@ -31,12 +31,6 @@ PARAMS = ("profile", "seed", "world", "videos")  # what this stage reads, as in 
 def scene_seed(seed: int, index: int) -> int:
     """Independent, reproducible seed for video `index` of a run seeded with `seed`."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def split_of(video_id: str, test_fraction: float) -> str:
-    """Held-out membership from a hash of the id: stable when the set grows or is reordered."""
-    h = int.from_bytes(hashlib.sha256(video_id.encode()).digest()[:8], "big") / 2**64
-    return "test" if h < test_fraction else "train"
 
 
 def render_shapes(cfg: Config, indices: range) -> list[dict[str, Any]]:
@@ -70,10 +64,6 @@ def ingest_clips(ingest: IngestConfig, test_fraction: float) -> tuple[list[dict]
     for row in rows:
         row["split"] = split_of(row["video_id"], test_fraction)
     return rows, rejects
-
-
-def shards(count: int, size: int) -> list[range]:
-    return [range(s, min(s + size, count)) for s in range(0, count, size)]
 
 
 @dataclass

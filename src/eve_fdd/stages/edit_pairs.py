@@ -1,0 +1,136 @@
+"""Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter.
+
+The stand-in for Emu Edit's data (METHOD.md section 2): for each pair a scene from its own
+seed (disjoint from the video set's), one of the seven base tasks (round robin, so every task
+gets the same share), the world's edit with its instruction and output caption, and the same
+frame of the scene rendered before and after the edit. Single images only: the edit adapter
+never sees an edited video. Reserved subjects and styles are never used (they are the LoRA
+experiment's). A task that does not apply to a scene (remove from one shape, add to five) is a
+reject row, kept with its reason. Outputs: `pairs.parquet`, `rejects.parquet`, `samples/`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..data import tables
+from ..data.splits import shards, split_of
+from ..data.video import contact_sheet
+from ..world import applicable, caption, make_edit, random_scene, render_frame, vocab
+
+STAGE = "edit_pairs"
+PARAMS = ("profile", "seed", "world", "edit_pairs")
+_STREAM = 1  # a spawn key: (seed, index) of another stream than the video set's
+# (not SeedSequence([seed, 1, index]): trailing zero words are ignored, so [0, 1, 0] == [0, 1])
+
+
+def pair_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index], spawn_key=(_STREAM,)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def make_pairs(cfg: Config, indices: range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of the edit pairs table for pairs `indices`, and reject rows."""
+    if cfg.profile != "shapes":
+        raise ValueError(
+            "edit_pairs: only the Shapes profile builds its own edit pairs; the full profile's edit adapter "
+            "starts from a ControlNet trained on an instruct-pix2pix style dataset (not built by this stage)"
+        )
+    w, rows, rejects = cfg.world, [], []
+    for i in indices:
+        seed = pair_seed(cfg.seed, i)
+        rng = np.random.default_rng(seed)
+        task = vocab.TASKS[i % len(vocab.TASKS)]
+        scene = random_scene(seed, w.min_shapes, w.max_shapes, w.speed)
+        pair_id = f"pair-{i:06d}-{task}"
+        if not applicable(scene, task):
+            rejects.append(dict(stage=STAGE, item=pair_id, reason="not_applicable",
+                                detail=f"{pair_id} (seed {seed}): task {task!r} does not apply to {caption(scene)!r}"))
+            continue
+        edit = make_edit(scene, task, rng, tuple(w.speed))
+        frame = int(rng.integers(w.frames))
+        before = render_frame(scene, frame, w.size, w.supersample)
+        after = render_frame(edit.scene, frame, w.size, w.supersample)
+        rows.append(dict(
+            pair_id=pair_id, split=split_of(pair_id, cfg.edit_pairs.test_fraction), task=task,
+            input_caption=caption(scene), instruction=edit.instruction, output_caption=edit.output_caption,
+            edit_spec=edit.spec.to_json(), scene=scene.to_json(), frame=frame, height=w.size, width=w.size,
+            input_image=tables.frames_to_bytes(before[None]), output_image=tables.frames_to_bytes(after[None]), seed=seed,
+        ))
+    return rows, rejects
+
+
+def image(row: dict[str, Any], column: str) -> np.ndarray:
+    """(H, W, 3) uint8 of a pair's input_image or output_image."""
+    return np.frombuffer(row[column], dtype=np.uint8).reshape(row["height"], row["width"], 3)
+
+
+@dataclass
+class Outputs:
+    pairs: Path
+    rejects: Path
+    samples: list[Path]
+    metrics: dict[str, float]
+
+
+def summarize(rows: list[dict], rejects: list[dict]) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "pairs": len(rows),
+        "train": sum(r["split"] == "train" for r in rows),
+        "test": sum(r["split"] == "test" for r in rows),
+        "rejected": len(rejects),
+    }
+    for task, n in sorted(Counter(r["task"] for r in rows).items()):
+        metrics[f"task.{task}"] = n
+    for reason, n in sorted(Counter(r["reason"] for r in rejects).items()):
+        metrics[f"rejected.{reason}"] = n
+    if rows:  # how much an edit changes the image, per task: the "return the input" baseline's error
+        for task in sorted({r["task"] for r in rows}):
+            diffs = [np.abs(image(r, "output_image").astype(np.int16) - image(r, "input_image")).mean() / 255 for r in rows if r["task"] == task]
+            metrics[f"identity_l1.{task}"] = round(float(np.mean(diffs)), 5)
+    return metrics
+
+
+def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: Path) -> Outputs:
+    rows = sorted(rows, key=lambda r: r["pair_id"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pairs, rejected = out_dir / "pairs.parquet", out_dir / "rejects.parquet"
+    tables.write_table(tables.EDIT_PAIRS, rows, pairs)
+    tables.write_table(tables.REJECTS, rejects, rejected)
+    samples: list[Path] = []
+    picked = _one_per_task(rows, cfg.edit_pairs.samples)
+    if picked:
+        sheet = out_dir / "samples" / "contact_sheet.png"
+        sheet.parent.mkdir(parents=True, exist_ok=True)
+        contact_sheet([np.stack([image(r, "input_image"), image(r, "output_image")]) for r in picked], sheet,
+                      scale=max(1, 96 // cfg.world.size), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
+        samples.append(sheet)
+    return Outputs(pairs, rejected, samples, summarize(rows, rejects))
+
+
+def _one_per_task(rows: list[dict], count: int) -> list[dict]:
+    """Up to `count` pairs, cycling through the tasks so every task shows."""
+    by_task: dict[str, list[dict]] = {}
+    for r in rows:
+        by_task.setdefault(r["task"], []).append(r)
+    out: list[dict] = []
+    depth = 0
+    while len(out) < count and any(depth < len(v) for v in by_task.values()):
+        out += [v[depth] for v in by_task.values() if depth < len(v)][: count - len(out)]
+        depth += 1
+    return out
+
+
+def run(cfg: Config, out_dir: Path) -> Outputs:
+    """The whole stage without orchestration (the Prefect flow splits the same work into tasks)."""
+    rows, rejects = [], []
+    for r in shards(cfg.edit_pairs.count, cfg.edit_pairs.shard_size):
+        got, bad = make_pairs(cfg, r)
+        rows += got
+        rejects += bad
+    return write_outputs(cfg, rows, rejects, out_dir)
