@@ -93,3 +93,12 @@ def test_clear_errors(tmp_path):
     other = {"head": torch.nn.Linear(4, 1)}
     with pytest.raises(ValueError, match="does not match the model's trainable parameters"):
         train(other, lambda i, g: (other["head"](torch.ones(1, 4)).sum(), {}), CFG, tmp_path / "c", progress=False)
+
+
+def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
+    m = _model()
+    train(m, _step_fn(m), CFG.model_copy(update={"steps": 4}), tmp_path, progress=False, fingerprint="a")
+    m2 = _model()
+    res = train(m2, _step_fn(m2), CFG.model_copy(update={"steps": 4}), tmp_path, progress=False, fingerprint="b")
+    assert res.resumed_from == 0 and len(res.curve) == 4
+    assert json.loads((res.checkpoint / "state.json").read_text())["fingerprint"] == "b"

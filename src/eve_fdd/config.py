@@ -155,6 +155,32 @@ class ModelsConfig(Section):
     backbone: BackboneConfig = BackboneConfig()
 
 
+class TrainConfig(Section):
+    """One training run (each adapter stage has its own section of these)."""
+
+    steps: int = Field(1000, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints (one is always written at the end)")
+    keep_checkpoints: int = Field(2, ge=1)
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (diffusers EMAModel); 0 = off")
+    gradient_checkpointing: bool = False
+    log_every: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class BackboneStageConfig(Section):
+    """Stage `backbone`. Shapes: train the tiny text-to-image model, then check its samples
+    with the world's detector; full: record the pretrained SD 1.5 it resolves to."""
+
+    train: TrainConfig = TrainConfig(steps=3000, lr=5e-4, warmup_steps=100, checkpoint_every=500, log_every=25)
+    batch_size: int = Field(32, ge=1)
+    eval_samples: int = Field(64, ge=1, description="held-out captions sampled and scored by the detector")
+    eval_steps: int = Field(24, ge=1, description="DDIM steps for the check's samples")
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -170,6 +196,7 @@ class Config(Section):
     edit_pairs: EditPairsConfig = EditPairsConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     models: ModelsConfig = ModelsConfig()
+    backbone: BackboneStageConfig = BackboneStageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:

@@ -24,27 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+
+from ..config import TrainConfig
 
 StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
-
-
-class TrainConfig(BaseModel):
-    """One training run (each adapter stage has its own section of these)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    steps: int = Field(1000, ge=0)
-    lr: float = Field(1e-4, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints (one is always written at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (diffusers EMAModel); 0 = off")
-    gradient_checkpointing: bool = False
-    log_every: int = Field(10, ge=1)
-    seed: int = 0
 
 
 @dataclass
@@ -73,8 +56,11 @@ def train(
     out_dir: str | Path,
     progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
+    fingerprint: str = "",
 ) -> TrainResult:
-    """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any."""
+    """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any.
+    `fingerprint` names what is being trained (e.g. a hash of its config): checkpoints
+    written under another fingerprint are removed instead of resumed."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -96,6 +82,10 @@ def train(
 
     result = TrainResult(step=0, resumed_from=0)
     ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None and json.loads((ckpt / "state.json").read_text()).get("fingerprint", "") != fingerprint:
+        print(f"train: {ckpt.parent} holds checkpoints of another run (fingerprint differs): starting over")
+        shutil.rmtree(ckpt.parent)
+        ckpt = None
     if ckpt is not None:
         result = _load(ckpt, params, opt, ema)
     start = time.perf_counter()
@@ -121,17 +111,17 @@ def train(
             if on_log:
                 on_log(row)
         if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
-            _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints)
+            _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints, fingerprint)
     result.seconds = time.perf_counter() - start
     last = latest_checkpoint(out_dir)
     done = last is not None and last.name == f"step-{result.step:06d}"
-    result.checkpoint = last if done else _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints)
+    result.checkpoint = last if done else _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints, fingerprint)
     if ema is not None:
         ema.copy_to(list(params.values()))  # the modules end with the averaged weights
     return result
 
 
-def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any, keep: int) -> Path:
+def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any, keep: int, fingerprint: str = "") -> Path:
     from safetensors.torch import save_file
 
     root = out_dir / "checkpoints"
@@ -148,7 +138,7 @@ def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Paramet
     save_file(moments, tmp / "optimizer.safetensors")
     if ema is not None:
         save_file({n: s.contiguous() for n, s in zip(params, ema.shadow_params)}, tmp / "ema.safetensors")
-    state = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None}
+    state = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None, "fingerprint": fingerprint}
     (tmp / "state.json").write_text(json.dumps(state))
     if final.exists():
         shutil.rmtree(final)

@@ -1,0 +1,87 @@
+"""Stage `backbone`: the frozen text-to-image model every adapter is trained on.
+
+Shapes: train the tiny pixel-space UNet + text encoder (train/backbone.py) with the shared
+loop (checkpoints in `data/checkpoints/backbone`, resumed when the stage is interrupted),
+save it in diffusers' layout under `data/backbone/model`, and check it: DDIM samples of
+held-out captions scored by the world's detector, before and after training.
+Full: resolve SD 1.5 (`models.backbone.pretrained`), check that it loads, record it.
+Either way `data/backbone/model.json` says where the backbone is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..data.video import contact_sheet
+from ..diffusion import NoiseSchedule, make_scheduler
+from ..models.backbone import load_backbone, tiny_backbone
+from ..train import backbone as tb
+from ..train.loop import train
+
+STAGE = "backbone"
+PARAMS = ("profile", "seed", "world", "diffusion", "models.backbone", "backbone")
+CHECKPOINTS = Path("data/checkpoints/backbone")
+
+
+@dataclass
+class Outputs:
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def fingerprint(cfg: Config) -> str:
+    parts = {k: cfg.section(k).model_dump() if hasattr(cfg.section(k), "model_dump") else cfg.section(k) for k in PARAMS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
+          on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.profile == "full":
+        source = cfg.models.backbone.pretrained
+        load_backbone(source)  # a clear error now, not in the adapter stages
+        (out_dir / "model.json").write_text(json.dumps({"path": source, "trained": False}, indent=2) + "\n")
+        return Outputs({"trained": 0})
+
+    b, w = cfg.backbone, cfg.world
+    backbone = tiny_backbone(cfg.models.backbone.tiny, w.size, cfg.seed)
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps)
+
+    def step_fn(step, generator):
+        x0, captions, _ = tb.batch(w, cfg.seed, tb._TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
+        return tb.v_loss(backbone, schedule, x0, captions, generator), {}
+
+    result = train({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, step_fn, b.train, checkpoints,
+                   progress=progress, on_log=on_log, fingerprint=fingerprint(cfg))
+    backbone.freeze()
+    model_dir = backbone.save(out_dir / "model")
+    after = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps)
+    (out_dir / "model.json").write_text(json.dumps({"path": str(model_dir), "trained": True}, indent=2) + "\n")
+
+    sheet = out_dir / "samples.png"
+    n = min(16, len(after.captions))
+    contact_sheet([img[None] for img in after.samples[:n]], sheet, scale=max(1, 96 // w.size), captions=after.captions[:n])
+    metrics = {
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "train_seconds": round(result.seconds, 1),
+        "final_loss": sum(r["loss"] for r in result.curve[-8:]) / max(1, len(result.curve[-8:])),
+        "params_unet": sum(p.numel() for p in backbone.unet.parameters()),
+        "params_text_encoder": sum(p.numel() for p in backbone.text_encoder.parameters()),
+        "check.all_present": after.all_present,
+        "check.shape_recall": after.shape_recall,
+        "check.background": after.background,
+        "check.untrained.all_present": before.all_present,
+        "check.untrained.shape_recall": before.shape_recall,
+        "check.untrained.background": before.background,
+    }
+    return Outputs(metrics, result.curve, [sheet, out_dir / "model.json"])
