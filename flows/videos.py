@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from eve_fdd import tracking
 from eve_fdd.config import Config, load_config
+from eve_fdd.data.splits import shards
 from eve_fdd.stages import videos
 
 OUT_DIR = Path("data/videos")
@@ -32,7 +33,7 @@ def videos_flow(params: str = "params.yaml") -> dict[str, float]:
     cfg = load_config(params)
     with tracking.stage_run(cfg, videos.STAGE, videos.PARAMS, env=os.environ) as run:
         if cfg.profile == "shapes":
-            futures = [render_shard.submit(cfg, r) for r in videos.shards(cfg.videos.count, cfg.videos.shard_size)]
+            futures = [render_shard.submit(cfg, r) for r in shards(cfg.videos.count, cfg.videos.shard_size)]
             rows = [row for f in tqdm(futures, desc="render shards", unit="shard") for row in f.result()]
             rejects: list[dict] = []
         else:

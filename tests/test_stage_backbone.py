@@ -8,6 +8,7 @@ import json
 import torch
 
 from eve_fdd.config import Config
+from eve_fdd.data.splits import BACKBONE_EVAL_STREAM, BACKBONE_TRAIN_STREAM
 from eve_fdd.models.backbone import load_backbone
 from eve_fdd.stages import backbone
 from eve_fdd.train import backbone as tb
@@ -21,11 +22,11 @@ CFG = Config(
 
 
 def test_batches_are_renders_of_captioned_scenes_from_their_own_stream():
-    x, captions, scenes = tb.batch(CFG.world, 0, tb._TRAIN_STREAM, range(3))
+    x, captions, scenes = tb.batch(CFG.world, 0, BACKBONE_TRAIN_STREAM, range(3))
     assert x.shape == (3, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
     assert captions == [caption(s) for s in scenes]
-    _, again, _ = tb.batch(CFG.world, 0, tb._TRAIN_STREAM, range(3))
-    _, held, _ = tb.batch(CFG.world, 0, tb._EVAL_STREAM, range(3))
+    _, again, _ = tb.batch(CFG.world, 0, BACKBONE_TRAIN_STREAM, range(3))
+    _, held, _ = tb.batch(CFG.world, 0, BACKBONE_EVAL_STREAM, range(3))
     assert again == captions and held != captions
 
 

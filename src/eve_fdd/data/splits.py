@@ -1,8 +1,23 @@
-"""Held-out splits and work shards shared by the stages that make data."""
+"""Held-out splits, work shards and seed streams shared by the stages that make data."""
 
 from __future__ import annotations
 
 import hashlib
+
+import numpy as np
+
+# SeedSequence spawn keys, one per stream of scenes, so no two streams share a seed. Not a
+# third entropy word: SeedSequence drops trailing zero words, so [s, 1, 0] == [s, 1], the
+# video set's seed for index 1. The video set uses no spawn key.
+EDIT_PAIRS_STREAM = 1
+BACKBONE_TRAIN_STREAM = 2
+BACKBONE_EVAL_STREAM = 3
+
+
+def stream_seed(seed: int, index: int, stream: int | None = None) -> int:
+    """Independent, reproducible 63-bit seed for item `index` of `stream` in a run seeded with `seed`."""
+    spawn_key = () if stream is None else (stream,)
+    return int(np.random.SeedSequence([seed, index], spawn_key=spawn_key).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def split_of(item_id: str, test_fraction: float) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..data.splits import BACKBONE_TRAIN_STREAM
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.backbone import load_backbone, tiny_backbone
@@ -57,7 +58,7 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
     before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps)
 
     def step_fn(step, generator):
-        x0, captions, _ = tb.batch(w, cfg.seed, tb._TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
+        x0, captions, _ = tb.batch(w, cfg.seed, BACKBONE_TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
         return tb.v_loss(backbone, schedule, x0, captions, generator), {}
 
     result = train({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, step_fn, b.train, checkpoints,

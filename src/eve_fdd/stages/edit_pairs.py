@@ -20,18 +20,16 @@ import numpy as np
 
 from ..config import Config
 from ..data import tables
-from ..data.splits import shards, split_of
+from ..data.splits import EDIT_PAIRS_STREAM, shards, split_of, stream_seed
 from ..data.video import contact_sheet
 from ..world import applicable, caption, make_edit, random_scene, render_frame, vocab
 
 STAGE = "edit_pairs"
 PARAMS = ("profile", "seed", "world", "edit_pairs")
-_STREAM = 1  # a spawn key: (seed, index) of another stream than the video set's
-# (not SeedSequence([seed, 1, index]): trailing zero words are ignored, so [0, 1, 0] == [0, 1])
 
 
 def pair_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index], spawn_key=(_STREAM,)).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return stream_seed(seed, index, EDIT_PAIRS_STREAM)
 
 
 def make_pairs(cfg: Config, indices: range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

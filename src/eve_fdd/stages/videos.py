@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..config import Config, IngestConfig
 from ..data import tables
 from ..data.ingest import ingest_folder
-from ..data.splits import shards, split_of  # noqa: F401  (shards: used by flows/videos.py)
+from ..data.splits import shards, split_of, stream_seed
 from ..data.video import contact_sheet, write_gif
 from ..world import caption, random_scene, render_video
 
@@ -30,7 +30,7 @@ PARAMS = ("profile", "seed", "world", "videos")  # what this stage reads, as in 
 
 def scene_seed(seed: int, index: int) -> int:
     """Independent, reproducible seed for video `index` of a run seeded with `seed`."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return stream_seed(seed, index)
 
 
 def render_shapes(cfg: Config, indices: range) -> list[dict[str, Any]]:

@@ -15,16 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.splits import BACKBONE_EVAL_STREAM, stream_seed
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.backbone import Backbone
 from ..world import caption, random_scene, render_frame
 from ..world.detect import detect
-
-_TRAIN_STREAM, _EVAL_STREAM = 2, 3  # SeedSequence spawn keys (videos use none, edit pairs 1)
-
-
-def stream_seed(seed: int, stream: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, index], spawn_key=(stream,)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def to_unit(images: np.ndarray) -> torch.Tensor:
@@ -40,7 +35,7 @@ def batch(world: Any, seed: int, stream: int, indices: range, generator: np.rand
     """Images, captions and scenes of scenes `indices` of a seed stream (one random frame each)."""
     images, captions, scenes = [], [], []
     for i in indices:
-        s = stream_seed(seed, stream, i)
+        s = stream_seed(seed, i, stream)
         scene = random_scene(s, world.min_shapes, world.max_shapes, world.speed)
         frame = int((generator or np.random.default_rng(s)).integers(world.frames))
         images.append(render_frame(scene, frame, world.size, world.supersample))
@@ -88,7 +83,7 @@ def check(backbone: Backbone, scheduler: Any, world: Any, seed: int, count: int,
     timesteps = inference_timesteps(scheduler, steps)
     scenes, captions = [], []
     for i in range(count * 3):  # sketch scenes cannot be checked by colour: skip them
-        s = stream_seed(seed, _EVAL_STREAM, i)
+        s = stream_seed(seed, i, BACKBONE_EVAL_STREAM)
         scene = random_scene(s, world.min_shapes, world.max_shapes, world.speed)
         if scene.style != "sketch":
             scenes.append(scene)

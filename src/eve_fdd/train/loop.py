@@ -134,7 +134,7 @@ def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Paramet
     index = {id(p): n for n, p in params.items()}
     for p, state in opt.state.items():
         for key, value in state.items():
-            moments[f"{index[id(p)]}::{key}"] = value.detach().reshape(value.shape).contiguous() if torch.is_tensor(value) else torch.tensor(value)
+            moments[f"{index[id(p)]}::{key}"] = value.detach().contiguous() if torch.is_tensor(value) else torch.tensor(value)
     save_file(moments, tmp / "optimizer.safetensors")
     if ema is not None:
         save_file({n: s.contiguous() for n, s in zip(params, ema.shadow_params)}, tmp / "ema.safetensors")
@@ -158,11 +158,13 @@ def _load(ckpt: Path, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any)
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(weights[n])
-    moments = load_file(ckpt / "optimizer.safetensors")
+    states: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(ckpt / "optimizer.safetensors").items():
+        name, moment = key.split("::", 1)
+        states.setdefault(name, {})[moment] = value
     for n, p in params.items():
-        state = {k.split("::", 1)[1]: v for k, v in moments.items() if k.split("::", 1)[0] == n}
-        if state:
-            opt.state[p] = state
+        if n in states:
+            opt.state[p] = states[n]
     state = json.loads((ckpt / "state.json").read_text())
     if ema is not None:
         if (ckpt / "ema.safetensors").is_file():

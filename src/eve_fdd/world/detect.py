@@ -41,10 +41,12 @@ def _close(image: np.ndarray, colour: np.ndarray, tolerance: float) -> np.ndarra
     return np.abs(image.astype(np.int16) - colour.astype(np.int16)).max(axis=-1) <= tolerance
 
 
-def signature(scene: Scene, size: int = 32, supersample: int = 2) -> list[tuple[np.ndarray, int]]:
+def signature(scene: Scene, size: int = 32, supersample: int = 2, empty: np.ndarray | None = None) -> list[tuple[np.ndarray, int]]:
     """(colour, pixel count) of each shape rendered alone on the scene's background: the
-    most frequent colour among the pixels it changes."""
-    empty = render_frame(replace(scene, shapes=()), 0, size, supersample)
+    most frequent colour among the pixels it changes. `empty`: the scene rendered without
+    shapes, when the caller has it already."""
+    if empty is None:
+        empty = render_frame(replace(scene, shapes=()), 0, size, supersample)
     out = []
     for shape in scene.shapes:
         alone = render_frame(replace(scene, shapes=(shape,)), 0, size, supersample)
@@ -65,10 +67,10 @@ def detect(image: np.ndarray, scene: Scene, tolerance: float = 40, area_fraction
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"detect needs a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
     size = image.shape[0]
-    background = render_frame(replace(scene, shapes=()), 0, size, supersample)[0, 0]
-    bg_ok = bool(_close(image, background, tolerance).mean() >= background_fraction)
+    empty = render_frame(replace(scene, shapes=()), 0, size, supersample)
+    bg_ok = bool(_close(image, empty[0, 0], tolerance).mean() >= background_fraction)
     found = tuple(
         bool(area > 0 and _close(image, colour, tolerance).sum() >= area_fraction * area)
-        for colour, area in signature(scene, size, supersample)
+        for colour, area in signature(scene, size, supersample, empty)
     )
     return Detection(found, bg_ok, scene.style not in UNCHECKABLE_STYLES)
