@@ -116,3 +116,17 @@ def test_lora_on_the_full_student_trains_only_lora_and_skips_motion_modules(back
     assert all(p.grad is None for n, p in video.named_parameters() if n not in lora)
     assert all(p.grad is None for p in cn.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in video.named_parameters() if n in lora)
+
+
+def test_training_only_the_temporal_layers_does_not_crash_group_norm():
+    """torch 2.13's CPU GroupNorm backward segfaults on a channels-last input that needs no
+    grad; the temporal layers' norms see such inputs when the clip and the spatial weights
+    are frozen. `contiguous_norm_inputs` (applied by video_adapter) avoids it."""
+    unet = video_adapter(tiny_backbone(SMALL, 16, 0).unet, heads=2)
+    unet.requires_grad_(False)
+    for p in motion_parameters(unet):
+        p.requires_grad_(True)
+    x = torch.randn(1, 3, 4, 16, 16)  # no grad
+    emb = torch.randn(4, 48, unet.config.cross_attention_dim)
+    unet(x, torch.tensor([500]), encoder_hidden_states=emb).sample.square().mean().backward()
+    assert any(p.grad is not None for p in motion_parameters(unet))

@@ -41,7 +41,15 @@ def project(tmp_path_factory, request):
     params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
     params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
     params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
-    params["edit_pairs"].update(count=21, shard_size=10, samples=7)
+    params["edit_pairs"].update(count=21, shard_size=10, samples=7, test_fraction=0.3)
+    # the model stages at toy size: their code path, resume and logging, not their quality
+    params["models"]["backbone"]["tiny"].update(block_out_channels=[8, 16], norm_num_groups=4, attention_heads=2,
+                                                text_hidden_size=16, text_layers=1, text_heads=2)
+    for stage, extra in (("backbone", dict(batch_size=2, eval_samples=3, eval_steps=2)),
+                         ("edit_adapter", dict(batch_size=4, eval_pairs=7, eval_steps=2, samples=3)),
+                         ("video_adapter", dict(batch_size=2, eval_clips=2, eval_steps=2, samples=2))):
+        params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
+        params[stage].update(extra)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -53,7 +61,7 @@ def project(tmp_path_factory, request):
 def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project
     out = _run(["dvc", "repro"], dest, env)
-    for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs"):
+    for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter", "video_adapter"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24
@@ -83,6 +91,24 @@ def test_edit_pairs_stage_writes_pairs_and_logs_them(project):
     (run,) = client.search_runs([exp.experiment_id], "tags.`dvc.stage` = 'edit_pairs'")
     assert run.data.metrics["pairs"] == len(pairs)
     assert "samples/contact_sheet.png" in {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+
+
+@pytest.mark.parametrize("stage", ["backbone", "edit_adapter", "video_adapter"])
+def test_model_stages_save_check_plot_and_log(project, stage):
+    dest, env = project
+    info = json.loads((dest / f"data/{stage}/model.json").read_text())
+    assert info["trained"] and (dest / info["path"]).is_dir()
+    metrics = json.loads((dest / f"metrics/{stage}.json").read_text())
+    assert metrics["steps"] == 3 and any(k.startswith("check.") for k in metrics)
+    curve = json.loads((dest / f"plots/{stage}_loss.json").read_text())
+    assert [r["step"] for r in curve] == [0, 1, 2]
+    assert (dest / f"data/checkpoints/{stage}/checkpoints/step-000003/weights.safetensors").is_file()
+    assert stage in _run(["dvc", "plots", "show", "--json", f"plots/{stage}_loss.json"], dest, env)
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-shapes")
+    (run,) = client.search_runs([exp.experiment_id], f"tags.`dvc.stage` = '{stage}'")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train.loss")] == [0, 1, 2]
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def _instructions(dest, name):

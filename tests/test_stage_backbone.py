@@ -15,7 +15,7 @@ from eve_fdd.train import backbone as tb
 from eve_fdd.world import caption
 
 CFG = Config(
-    models={"backbone": {"tiny": {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_head_dim": 4,
+    models={"backbone": {"tiny": {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2,
                                   "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}}},
     backbone={"train": {"steps": 4, "checkpoint_every": 2, "log_every": 1}, "batch_size": 2, "eval_samples": 3, "eval_steps": 2},
 )

@@ -6,6 +6,8 @@ stops the run with the key path named instead of being silently ignored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,7 +135,7 @@ class TinyBackboneConfig(Section):
 
     block_out_channels: tuple[int, ...] = Field((32, 64, 64), min_length=2, description="UNet widths; attention below full resolution only")
     layers_per_block: int = Field(1, ge=1)
-    attention_head_dim: int = Field(8, ge=1)
+    attention_heads: int = Field(2, ge=1, description="heads per attention layer (diffusers' `attention_head_dim` of UNet2DConditionModel, which counts heads)")
     norm_num_groups: int = Field(8, ge=1)
     text_hidden_size: int = Field(64, ge=8)
     text_layers: int = Field(2, ge=1)
@@ -175,10 +177,38 @@ class BackboneStageConfig(Section):
     """Stage `backbone`. Shapes: train the tiny text-to-image model, then check its samples
     with the world's detector; full: record the pretrained SD 1.5 it resolves to."""
 
-    train: TrainConfig = TrainConfig(steps=3000, lr=5e-4, warmup_steps=100, checkpoint_every=500, log_every=25)
+    train: TrainConfig = TrainConfig(steps=2000, lr=1e-3, warmup_steps=100, checkpoint_every=500, log_every=25, ema_decay=0.998)
     batch_size: int = Field(32, ge=1)
     eval_samples: int = Field(64, ge=1, description="held-out captions sampled and scored by the detector")
     eval_steps: int = Field(24, ge=1, description="DDIM steps for the check's samples")
+    caption_dropout: float = Field(0.1, ge=0, lt=1, description="share of training captions replaced by the empty one (enables classifier-free guidance)")
+    guidance_scale: float = Field(3.0, ge=1, description="classifier-free guidance of the check's samples; 1 = off")
+
+
+class EditAdapterStageConfig(Section):
+    """Stage `edit_adapter`: train the ControlNet on `edit_pairs` over the frozen backbone and
+    check it per task against the ground-truth edits (full: resolve a pretrained ControlNet)."""
+
+    pretrained: str = Field("", description="full profile: hub id or local directory of a ControlNetModel (e.g. an instruct-pix2pix ControlNet)")
+    train: TrainConfig = TrainConfig(steps=1500, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998)
+    batch_size: int = Field(32, ge=1)
+    conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
+    eval_pairs: int = Field(280, ge=1, description="held-out pairs sampled in the check (at most the test split)")
+    eval_steps: int = Field(24, ge=1, description="DDIM steps of the check's samples")
+    samples: int = Field(14, ge=0, description="input | edited | ground truth rows on the contact sheet")
+
+
+class VideoAdapterStageConfig(Section):
+    """Stage `video_adapter`: train the temporal layers over the frozen backbone on clips,
+    conditioned on the first frame, and check temporal consistency (full: resolve AnimateDiff)."""
+
+    pretrained: str = Field("guoyww/animatediff-motion-adapter-v1-5-2", description="full profile: MotionAdapter hub id or local directory")
+    train: TrainConfig = TrainConfig(steps=800, lr=1e-3, warmup_steps=50, checkpoint_every=200, log_every=20, ema_decay=0.99)
+    batch_size: int = Field(4, ge=1, description="clips per step")
+    heads: int = Field(2, ge=1, description="attention heads of each temporal layer")
+    eval_clips: int = Field(32, ge=1, description="held-out clips sampled by the check")
+    eval_steps: int = Field(24, ge=1, description="DDIM steps of the check's samples")
+    samples: int = Field(8, ge=0, description="generated clips on the contact sheet and as GIFs")
 
 
 class TrackingConfig(Section):
@@ -197,6 +227,8 @@ class Config(Section):
     diffusion: DiffusionConfig = DiffusionConfig()
     models: ModelsConfig = ModelsConfig()
     backbone: BackboneStageConfig = BackboneStageConfig()
+    edit_adapter: EditAdapterStageConfig = EditAdapterStageConfig()
+    video_adapter: VideoAdapterStageConfig = VideoAdapterStageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:
@@ -204,6 +236,17 @@ class Config(Section):
         for part in dotted.split("."):
             node = getattr(node, part)
         return node
+
+    def fingerprint(self, keys: tuple[str, ...], files: tuple[Path, ...] = ()) -> str:
+        """A short hash of the sections `keys` (and the bytes of `files`): what a training run
+        depends on, so its checkpoints are resumed only by the same run."""
+        h = hashlib.sha256()
+        for k in keys:
+            node = self.section(k)
+            h.update(json.dumps({k: node.model_dump() if hasattr(node, "model_dump") else node}, sort_keys=True, default=str).encode())
+        for f in files:
+            h.update(Path(f).read_bytes())
+        return h.hexdigest()[:16]
 
 
 def _describe(err: dict[str, Any], source: str) -> str:

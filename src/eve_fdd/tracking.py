@@ -147,3 +147,11 @@ def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
     os.chmod(f.name, 0o644)
     Path(f.name).replace(path)
     return path
+
+
+def write_curve(curve: list[Mapping[str, float]], path: str | Path, keys: tuple[str, ...] = ("step", "loss")) -> Path:
+    """Write a training curve as a DVC plot (a JSON list of {step, loss} rows)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{k: r[k] for k in keys} for r in curve], indent=1) + "\n")
+    return path

@@ -12,6 +12,8 @@ import numpy as np
 EDIT_PAIRS_STREAM = 1
 BACKBONE_TRAIN_STREAM = 2
 BACKBONE_EVAL_STREAM = 3
+VIDEO_ADAPTER_TRAIN_STREAM = 4
+VIDEO_ADAPTER_EVAL_STREAM = 5
 
 
 def stream_seed(seed: int, index: int, stream: int | None = None) -> int:

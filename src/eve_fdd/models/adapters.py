@@ -61,7 +61,7 @@ def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: 
         motion_num_attention_heads=heads, motion_norm_num_groups=norm_groups or cfg.norm_num_groups,
         motion_max_seq_length=max_frames, use_motion_mid_block=True,
     )
-    model = UNetMotionModel.from_unet2d(unet, adapter)
+    model = contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter))
     # AnimateDiff's own code zero-initialises each temporal transformer's output projection;
     # diffusers' MotionAdapter does not (checked with diffusers 0.42), so do it here
     with torch.no_grad():
@@ -69,6 +69,33 @@ def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: 
             if "motion_modules" in name and ".proj_out." in name:
                 p.zero_()
     return model
+
+
+def load_video_adapter(unet: Any, source: str) -> Any:
+    """A `UNetMotionModel` from the backbone's UNet and saved temporal layers (a `MotionAdapter`
+    directory or hub id: the Shapes stage's output, or AnimateDiff's for the full profile)."""
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    return contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, MotionAdapter.from_pretrained(source)))
+
+
+def contiguous_norm_inputs(model: Any) -> Any:
+    """Make the temporal layers' GroupNorm inputs contiguous. Their input is a permuted
+    (channels-last) view, and torch 2.13's CPU GroupNorm backward crashes (segfault) on a
+    channels-last input that does not itself require grad, which is exactly the case when
+    only the temporal layers, or only a LoRA, are trained. A forward pre-hook, not a patch."""
+    for name, module in model.named_modules():
+        if "motion_modules" in name and isinstance(module, torch.nn.GroupNorm):
+            module.register_forward_pre_hook(lambda _m, args: (args[0].contiguous(), *args[1:]))
+    return model
+
+
+def with_first_frame(x: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """The video adapter's image conditioning (METHOD.md section 2: image-to-video): frame 0
+    of the noisy clip x (B, C, F, H, W) is replaced by the clean first frame (B, C, H, W), in
+    training and at every sampling step, so the temporal layers carry it to the other frames.
+    (Ours: the paper does not say how Emu Video reads its first frame.)"""
+    return torch.cat([first.unsqueeze(2).to(x.dtype), x[:, :, 1:]], dim=2)
 
 
 def motion_parameters(model: Any) -> list[torch.nn.Parameter]:

@@ -58,7 +58,8 @@ def tiny_unet(cfg: Any, cross_attention_dim: int, sample_size: int, seed: int = 
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=3, out_channels=3, down_block_types=down, up_block_types=up,
         block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
-        attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
+        attention_head_dim=cfg.attention_heads,  # diffusers reads this as the number of heads, despite the name
+        norm_num_groups=cfg.norm_num_groups,
         cross_attention_dim=cross_attention_dim,
     )
 

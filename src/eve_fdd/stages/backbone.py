@@ -10,7 +10,6 @@ Either way `data/backbone/model.json` says where the backbone is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,11 +36,6 @@ class Outputs:
     artifacts: list[Path] = field(default_factory=list)
 
 
-def fingerprint(cfg: Config) -> str:
-    parts = {k: cfg.section(k).model_dump() if hasattr(cfg.section(k), "model_dump") else cfg.section(k) for k in PARAMS}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -55,17 +49,17 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
     backbone = tiny_backbone(cfg.models.backbone.tiny, w.size, cfg.seed)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
-    before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps)
+    before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)
 
     def step_fn(step, generator):
         x0, captions, _ = tb.batch(w, cfg.seed, BACKBONE_TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
-        return tb.v_loss(backbone, schedule, x0, captions, generator), {}
+        return tb.v_loss(backbone, schedule, x0, captions, generator, b.caption_dropout), {}
 
     result = train({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, step_fn, b.train, checkpoints,
-                   progress=progress, on_log=on_log, fingerprint=fingerprint(cfg))
+                   progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS))
     backbone.freeze()
     model_dir = backbone.save(out_dir / "model")
-    after = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps)
+    after = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)
     (out_dir / "model.json").write_text(json.dumps({"path": str(model_dir), "trained": True}, indent=2) + "\n")
 
     sheet = out_dir / "samples.png"
@@ -80,9 +74,11 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
         "params_text_encoder": sum(p.numel() for p in backbone.text_encoder.parameters()),
         "check.all_present": after.all_present,
         "check.shape_recall": after.shape_recall,
+        "check.shape_recall_other_caption": after.shape_recall_other,
         "check.background": after.background,
         "check.untrained.all_present": before.all_present,
         "check.untrained.shape_recall": before.shape_recall,
+        "check.untrained.shape_recall_other_caption": before.shape_recall_other,
         "check.untrained.background": before.background,
     }
     return Outputs(metrics, result.curve, [sheet, out_dir / "model.json"])

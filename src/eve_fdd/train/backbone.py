@@ -44,8 +44,13 @@ def batch(world: Any, seed: int, stream: int, indices: range, generator: np.rand
     return to_unit(np.stack(images)), captions, scenes
 
 
-def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captions: list[str], generator: torch.Generator) -> torch.Tensor:
-    """The diffusion loss at uniform random t: MSE to the schedule's target (v)."""
+def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captions: list[str], generator: torch.Generator,
+           caption_dropout: float = 0.0) -> torch.Tensor:
+    """The diffusion loss at uniform random t: MSE to the schedule's target (v). A share
+    `caption_dropout` of captions is replaced by "" so the model also learns the
+    unconditional prediction that classifier-free guidance needs."""
+    drop = torch.rand(len(captions), generator=generator) < caption_dropout
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     x_t = schedule.add_noise(x0, noise, t)
@@ -54,13 +59,21 @@ def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captio
 
 
 @torch.no_grad()
-def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor, captions: list[str], size: int, generator: torch.Generator) -> np.ndarray:
-    """uint8 images for captions, by DDIM over `timesteps`."""
+def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor, captions: list[str], size: int, generator: torch.Generator,
+           guidance_scale: float = 1.0) -> np.ndarray:
+    """uint8 images for captions, by DDIM over `timesteps`, with classifier-free guidance
+    (prediction = uncond + scale * (cond - uncond)) when `guidance_scale` > 1."""
     emb = backbone.encode_text(captions)
     noise = torch.randn((len(captions), 3, size, size), generator=generator)
+    guided = guidance_scale != 1.0
+    if guided:
+        emb = torch.cat([backbone.encode_text([""] * len(captions)), emb])
 
     def model(x, t):
-        return backbone.unet(x, t, encoder_hidden_states=emb).sample
+        if not guided:
+            return backbone.unet(x, t, encoder_hidden_states=emb).sample
+        uncond, cond = backbone.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=emb).sample.chunk(2)
+        return uncond + guidance_scale * (cond - uncond)
 
     return to_uint8(ddim_sample(model, noise, schedule, timesteps))
 
@@ -69,13 +82,15 @@ def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor,
 class BackboneCheck:
     all_present: float  # share of samples where every captioned shape and the background show
     shape_recall: float
+    shape_recall_other: float  # the same samples scored against another caption's shapes: what chance gives
     background: float
     samples: np.ndarray  # uint8 (N, H, W, 3)
     captions: list[str]
 
 
-def check(backbone: Backbone, scheduler: Any, world: Any, seed: int, count: int, steps: int) -> BackboneCheck:
-    """Score DDIM samples of `count` held-out captions with the world's detector."""
+def check(backbone: Backbone, scheduler: Any, world: Any, seed: int, count: int, steps: int, guidance_scale: float = 1.0) -> BackboneCheck:
+    """Score DDIM samples of `count` held-out captions with the world's detector, and against
+    the next caption's scene as the chance level (colours a sample shows whatever it was asked)."""
     was_training = backbone.unet.training
     backbone.unet.eval()
     backbone.text_encoder.eval()
@@ -91,16 +106,18 @@ def check(backbone: Backbone, scheduler: Any, world: Any, seed: int, count: int,
         if len(scenes) == count:
             break
     images = np.concatenate([
-        sample(backbone, schedule, timesteps, captions[i : i + 16], world.size, torch.Generator().manual_seed(seed * 7919 + i))
+        sample(backbone, schedule, timesteps, captions[i : i + 16], world.size, torch.Generator().manual_seed(seed * 7919 + i), guidance_scale)
         for i in range(0, len(captions), 16)
     ])
     found = [detect(img, scene, supersample=world.supersample) for img, scene in zip(images, scenes)]
+    other = [detect(img, scenes[(i + 1) % len(scenes)], supersample=world.supersample) for i, img in enumerate(images)]
     if was_training:
         backbone.unet.train()
         backbone.text_encoder.train()
     return BackboneCheck(
         all_present=float(np.mean([d.all_present for d in found])),
         shape_recall=float(np.mean([d.shape_recall for d in found])),
+        shape_recall_other=float(np.mean([d.shape_recall for d in other])),
         background=float(np.mean([d.background for d in found])),
         samples=images,
         captions=captions,

@@ -1,0 +1,102 @@
+"""Stage `edit_adapter`: the ControlNet that edits single images (METHOD.md section 2).
+
+Shapes: a ControlNet copied from the trained backbone's down/mid blocks, with a task-label
+embedding, trained on the `edit_pairs` train split with the backbone frozen (shared loop:
+checkpoints in `data/checkpoints/edit_adapter`, resumed when interrupted), saved under
+`data/edit_adapter/model`, and checked on the held-out pairs per task against the "return
+the input unchanged" baseline (train/edit_adapter.py says how).
+Full: resolve the pretrained ControlNet in `edit_adapter.pretrained` and record it.
+Either way `data/edit_adapter/model.json` says where the adapter is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.video import contact_sheet
+from ..diffusion import NoiseSchedule, make_scheduler
+from ..models.adapters import EditVideoModel, edit_adapter
+from ..models.registry import build_backbone, trained_path
+from ..train import edit_adapter as te
+from ..train.loop import train
+
+STAGE = "edit_adapter"
+PARAMS = ("profile", "seed", "world.size", "diffusion", "edit_adapter")
+CHECKPOINTS = Path("data/checkpoints/edit_adapter")
+
+
+@dataclass
+class Outputs:
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS,
+          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    e = cfg.edit_adapter
+    if cfg.profile == "full":
+        from diffusers import ControlNetModel
+
+        if not e.pretrained:
+            raise ValueError("edit_adapter.pretrained: the full profile needs a ControlNet (hub id or local directory); "
+                             "Shapes trains its own on edit_pairs")
+        ControlNetModel.from_pretrained(e.pretrained)  # a clear error now, not in FDD
+        (out_dir / "model.json").write_text(json.dumps({"path": e.pretrained, "trained": False}, indent=2) + "\n")
+        return Outputs({"trained": 0})
+
+    backbone_path = trained_path(backbone_dir)
+    backbone = build_backbone(cfg, backbone_path).freeze()
+    controlnet = edit_adapter(backbone.unet, e.conditioning_channels)
+    model = EditVideoModel(backbone.unet, controlnet)
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    train_pairs, test_pairs = te.load_pairs(pairs_path, "train"), te.load_pairs(pairs_path, "test")
+    test_pairs = test_pairs.take(te.round_robin(test_pairs.tasks, e.eval_pairs))  # every task, evenly
+
+    def step_fn(step, generator):
+        idx = _epoch_batch(len(train_pairs), e.batch_size, step, cfg.seed)
+        return te.edit_loss(backbone, model, schedule, train_pairs.take(idx), generator), {}
+
+    weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
+    result = train({"controlnet": controlnet}, step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
+                   fingerprint=cfg.fingerprint(PARAMS, (weights, pairs_path)))
+    controlnet.requires_grad_(False).eval()
+    controlnet.save_pretrained(out_dir / "model")
+    (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "backbone": str(backbone_path)}, indent=2) + "\n")
+
+    found = te.check(backbone, model, scheduler, test_pairs, e.eval_steps, cfg.seed, e.samples)
+    artifacts = [out_dir / "model.json"]
+    if len(found.samples):
+        sheet = out_dir / "samples.png"
+        contact_sheet(list(found.samples), sheet, scale=max(1, 96 // cfg.world.size), captions=found.labels)
+        artifacts.append(sheet)
+    tail = result.curve[-8:]
+    metrics = {
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "train_seconds": round(result.seconds, 1),
+        "samples_per_second": round((result.step - result.resumed_from) * e.batch_size / max(result.seconds, 1e-9), 2),
+        "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        "params_controlnet": sum(p.numel() for p in controlnet.parameters()),
+        "train_pairs": len(train_pairs),
+        "test_pairs": len(test_pairs),
+        **{f"check.{k}": v for k, v in found.metrics.items()},
+    }
+    return Outputs(metrics, result.curve, artifacts)
+
+
+def _epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Batch `step` of a run that shuffles the pairs anew every epoch (deterministic in
+    (seed, epoch), so a resumed run draws the same batches)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, i = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[i * batch_size : (i + 1) * batch_size] if n >= batch_size else order

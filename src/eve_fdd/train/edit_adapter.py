@@ -1,0 +1,143 @@
+"""Training and checking the edit adapter (stage `edit_adapter`, METHOD.md section 2).
+
+Data: the `edit_pairs` table (single images, never videos). The backbone is frozen and reads
+the output caption; the ControlNet reads the input image, the instruction and the task label
+and is the only part trained (v-prediction on the backbone's schedule, uniform t).
+Check: DDIM samples for held-out pairs, compared with the ground-truth edited image, per
+task, against the "return the input unchanged" baseline. Errors are mean absolute error on
+[0, 1] pixels over three regions: the whole image, the pixels the edit changes
+(any channel differs; the identity baseline's error lives only there) and
+the pixels it must leave alone (the identity baseline is exact there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import tables
+from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
+from ..models.adapters import EditVideoModel, task_ids
+from ..models.backbone import Backbone
+from .backbone import to_uint8
+
+CHANGED = 0.5 / 255  # a pixel is "changed by the edit" when any channel differs at all (both images are exact renders)
+
+
+@dataclass
+class EditPairs:
+    """Tensors of an edit-pairs split: images in [-1, 1], (N, 3, H, W)."""
+
+    ids: list[str]
+    tasks: list[str]
+    source: torch.Tensor
+    target: torch.Tensor
+    captions: list[str]  # output captions (the backbone's text)
+    instructions: list[str]  # the edit adapter's text
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: list[int] | np.ndarray) -> "EditPairs":
+        idx = [int(i) for i in index]
+        return EditPairs([self.ids[i] for i in idx], [self.tasks[i] for i in idx], self.source[idx], self.target[idx],
+                         [self.captions[i] for i in idx], [self.instructions[i] for i in idx])
+
+
+def load_pairs(path: Any, split: str) -> EditPairs:
+    """The `split` ("train" or "test") rows of an edit-pairs parquet file."""
+    rows = [r for r in tables.read_table(tables.EDIT_PAIRS, path) if r["split"] == split]
+    if not rows:
+        raise ValueError(f"{path}: no {split!r} pairs (the edit adapter needs both train and test pairs)")
+
+    def images(col: str) -> torch.Tensor:
+        arr = np.stack([np.frombuffer(r[col], dtype=np.uint8).reshape(r["height"], r["width"], 3) for r in rows])
+        return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    return EditPairs([r["pair_id"] for r in rows], [r["task"] for r in rows], images("input_image"), images("output_image"),
+                     [r["output_caption"] for r in rows], [r["instruction"] for r in rows])
+
+
+def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: EditPairs, generator: torch.Generator) -> torch.Tensor:
+    """Diffusion loss of the edited image given the input image, instruction and task."""
+    x0 = pairs.target
+    t = torch.randint(0, schedule.train_timesteps, (len(pairs),), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    with torch.no_grad():  # the backbone's text encoder is frozen
+        caption_emb = backbone.encode_text(pairs.captions)
+        instruction_emb = backbone.encode_text(pairs.instructions)
+    out = model(schedule.add_noise(x0, noise, t), t, caption_emb, instruction_emb, pairs.source, task_ids(pairs.tasks))
+    return torch.nn.functional.mse_loss(out, schedule.target(x0, noise, t))
+
+
+@torch.no_grad()
+def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, timesteps: torch.Tensor,
+                 pairs: EditPairs, generator: torch.Generator, batch_size: int = 32) -> torch.Tensor:
+    """Edited images (N, 3, H, W) in [-1, 1], sampled by DDIM from noise."""
+    out = []
+    for i in range(0, len(pairs), batch_size):
+        part = pairs.take(range(i, min(i + batch_size, len(pairs))))
+        cap, ins, tasks = backbone.encode_text(part.captions), backbone.encode_text(part.instructions), task_ids(part.tasks)
+        noise = torch.randn(part.source.shape, generator=generator)
+        out.append(ddim_sample(lambda x, t: model(x, t, cap, ins, part.source, tasks), noise, schedule, timesteps))
+    return torch.cat(out)
+
+
+def region_errors(edited: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image mean absolute error of `edited` against `target` (all in [-1, 1]) on the whole
+    image, on the pixels the edit changes and on the pixels it keeps; NaN where a region is empty."""
+    e, s, g = ((x.clamp(-1, 1) + 1) / 2 for x in (edited, source, target))
+    err = (e - g).abs().mean(dim=1)  # (N, H, W)
+    changed = ((g - s).abs().amax(dim=1) > CHANGED).float()
+    kept = 1.0 - changed
+
+    def masked(mask: torch.Tensor) -> np.ndarray:
+        n = mask.sum(dim=(1, 2))
+        return torch.where(n > 0, (err * mask).sum(dim=(1, 2)) / n.clamp(min=1), torch.nan).numpy()
+
+    return {"all": err.mean(dim=(1, 2)).numpy(), "changed": masked(changed), "kept": masked(kept)}
+
+
+@dataclass
+class EditCheck:
+    metrics: dict[str, float]  # "<region>.<task>" and "<region>.mean" for the adapter and the identity baseline
+    samples: np.ndarray  # uint8 (N, 3 images: input | edited | ground truth, H, W, 3)
+    labels: list[str]
+
+
+def check(backbone: Backbone, model: EditVideoModel, scheduler: Any, pairs: EditPairs, steps: int, seed: int, show: int = 14) -> EditCheck:
+    """Sample every pair of `pairs` and score it per task against the identity baseline."""
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    edited = sample_edits(backbone, model, schedule, inference_timesteps(scheduler, steps), pairs, torch.Generator().manual_seed(seed))
+    ours = region_errors(edited, pairs.source, pairs.target)
+    identity = region_errors(pairs.source, pairs.source, pairs.target)
+    tasks = np.array(pairs.tasks)
+    metrics: dict[str, float] = {}
+    for name, errs in (("adapter", ours), ("identity", identity)):
+        for region, values in errs.items():
+            per_task = {}
+            for task in sorted(set(pairs.tasks)):
+                v = values[tasks == task]
+                if np.isfinite(v).any():  # e.g. a background edit changes every pixel: no "kept" region
+                    per_task[task] = float(np.nanmean(v))
+                    metrics[f"{name}.{region}.{task}"] = round(per_task[task], 5)
+            if per_task:  # mean over tasks, so every task weighs the same
+                metrics[f"{name}.{region}.mean"] = round(float(np.mean(list(per_task.values()))), 5)
+    picked = round_robin(pairs.tasks, show)
+    grid = np.stack([np.stack([to_uint8(x[i : i + 1])[0] for x in (pairs.source, edited, pairs.target)]) for i in picked]) if picked else np.zeros((0, 3, 1, 1, 3), np.uint8)
+    return EditCheck(metrics, grid, [f"{pairs.tasks[i]}: {pairs.instructions[i]}" for i in picked])
+
+
+def round_robin(tasks: list[str], count: int) -> list[int]:
+    """Up to `count` indices, cycling through the tasks so that every task shows evenly."""
+    order: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        order.setdefault(t, []).append(i)
+    out, depth = [], 0
+    while len(out) < count and any(depth < len(v) for v in order.values()):
+        out += [v[depth] for v in order.values() if depth < len(v)][: count - len(out)]
+        depth += 1
+    return out
