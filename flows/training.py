@@ -21,17 +21,22 @@ from eve_fdd.config import load_config
 Build = Callable[[Any, Callable[[dict[str, float]], None]], Any]
 
 
-def run_training_stage(stage: ModuleType, build: Build, params: str) -> dict[str, float]:
+def run_training_stage(stage: ModuleType, build: Build, params: str, item: str | None = None) -> dict[str, float]:
+    """`item`: the entry of a DVC foreach stage (e.g. a LoRA's concept): the MLflow run is
+    named `<stage>@<item>` as DVC names the stage, metrics and plot go under `<stage>/`."""
     cfg = load_config(params)
-    with tracking.stage_run(cfg, stage.STAGE, stage.PARAMS, env=os.environ) as run:
+    name = f"{stage.STAGE}@{item}" if item else stage.STAGE
+    metrics = Path("metrics") / (f"{stage.STAGE}/{item}.json" if item else f"{stage.STAGE}.json")
+    plot = Path("plots") / (f"{stage.STAGE}/{item}_loss.json" if item else f"{stage.STAGE}_loss.json")
+    with tracking.stage_run(cfg, name, stage.PARAMS, env=os.environ) as run:
         def on_log(row: dict[str, float]) -> None:
             run.log_metrics({"train.loss": row["loss"]}, step=int(row["step"]))
 
         # NO_CACHE: the task's inputs (the MLflow run's callback) are not hashable
         out = task(build, name=f"train-{stage.STAGE.replace('_', '-')}", cache_policy=NO_CACHE)(cfg, on_log)
-        tracking.write_metrics(out.metrics, Path("metrics") / f"{stage.STAGE}.json")
-        tracking.write_curve(out.curve, Path("plots") / f"{stage.STAGE}_loss.json")
+        tracking.write_metrics(out.metrics, metrics)
+        tracking.write_curve(out.curve, plot)
         run.log_metrics(out.metrics)
         run.log_artifacts(out.artifacts)
-        print(f"{stage.STAGE}: {json.dumps(out.metrics)}")
+        print(f"{name}: {json.dumps(out.metrics)}")
         return out.metrics

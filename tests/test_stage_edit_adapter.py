@@ -77,6 +77,9 @@ def test_build_trains_resumes_saves_and_checks(inputs, tmp_path):
     for task in ("add", "remove", "background", "texture", "local", "style", "global"):
         assert f"check.identity.changed.{task}" in out.metrics
     assert out.metrics["check.identity.kept.mean"] == 0.0  # "return the input" is exact where nothing changes
+    # the input image already shows everything a removal's output caption names
+    assert out.metrics["check.identity.present.remove"] >= out.metrics["check.identity.present.add"]
+    assert 0.0 <= out.metrics["check.adapter.present.mean"] <= 1.0
     assert 0.0 < out.metrics["check.identity.changed.mean"] <= 1.0
     assert 0.0 <= out.metrics["check.adapter.all.mean"] <= 1.0
     assert (tmp_path / "out/samples.png").stat().st_size > 0

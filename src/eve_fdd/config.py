@@ -193,6 +193,8 @@ class EditAdapterStageConfig(Section):
     train: TrainConfig = TrainConfig(steps=1500, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998)
     batch_size: int = Field(32, ge=1)
     conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
+    text_dropout: float = Field(0.1, ge=0, lt=1, description="share of pairs trained with both texts empty (enables classifier-free guidance)")
+    guidance_scale: float = Field(3.0, ge=1, description="classifier-free guidance on the texts in the check's samples; 1 = off")
     eval_pairs: int = Field(280, ge=1, description="held-out pairs sampled in the check (at most the test split)")
     eval_steps: int = Field(24, ge=1, description="DDIM steps of the check's samples")
     samples: int = Field(14, ge=0, description="input | edited | ground truth rows on the contact sheet")
@@ -209,6 +211,23 @@ class VideoAdapterStageConfig(Section):
     eval_clips: int = Field(32, ge=1, description="held-out clips sampled by the check")
     eval_steps: int = Field(24, ge=1, description="DDIM steps of the check's samples")
     samples: int = Field(8, ge=0, description="generated clips on the contact sheet and as GIFs")
+
+
+class LorasStageConfig(Section):
+    """Stage `loras` (DVC foreach over `concepts`): one LoRA per subject or style on the
+    frozen backbone, checked with a concept classifier (full: resolve `pretrained`)."""
+
+    concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="Shapes: reserved subjects and styles, one LoRA each")
+    pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft layout)")
+    rank: int = Field(8, ge=1)
+    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
+    batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
+    caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
+    eval_samples: int = Field(64, ge=1, description="samples per condition in the check")
+    eval_steps: int = Field(24, ge=1)
+    guidance_scale: float = Field(3.0, ge=1)
+    detector_steps: int = Field(1500, ge=1, description="training steps of the concept classifier used by the check")
+    samples: int = Field(16, ge=0, description="prompted samples on the contact sheet")
 
 
 class TrackingConfig(Section):
@@ -229,6 +248,7 @@ class Config(Section):
     backbone: BackboneStageConfig = BackboneStageConfig()
     edit_adapter: EditAdapterStageConfig = EditAdapterStageConfig()
     video_adapter: VideoAdapterStageConfig = VideoAdapterStageConfig()
+    loras: LorasStageConfig = LorasStageConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:

@@ -108,9 +108,10 @@ def add_lora(model: Any, name: str, rank: int = 4, alpha: float | None = None) -
     motion modules. Afterwards only LoRA weights require gradients."""
     from peft import LoraConfig
 
+    has_motion = any("motion_modules" in n for n, _ in model.named_modules())
     config = LoraConfig(
         r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS,
-        exclude_modules=r".*motion_modules.*",
+        exclude_modules=r".*motion_modules.*" if has_motion else None,  # peft warns when it excludes nothing
     )
     model.add_adapter(config, adapter_name=name)
     return model

@@ -22,7 +22,7 @@ from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.backbone import load_backbone, tiny_backbone
 from ..train import backbone as tb
-from ..train.loop import train
+from ..train.loop import Objective, train
 
 STAGE = "backbone"
 PARAMS = ("profile", "seed", "world", "diffusion", "models.backbone", "backbone")
@@ -34,6 +34,18 @@ class Outputs:
     metrics: dict[str, float]
     curve: list[dict[str, float]] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
+
+
+def objective(cfg: Config, backbone, schedule: NoiseSchedule) -> Objective:
+    """UNet and text encoder learn v-prediction on freshly rendered captioned frames."""
+    b, w = cfg.backbone, cfg.world
+
+    def batch(step: int):
+        x0, captions, _ = tb.batch(w, cfg.seed, BACKBONE_TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
+        return x0, captions
+
+    return Objective({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, batch,
+                     lambda data, g: tb.v_loss(backbone, schedule, data[0], data[1], g, b.caption_dropout), b.batch_size)
 
 
 def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
@@ -51,12 +63,8 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
     schedule = NoiseSchedule.from_scheduler(scheduler)
     before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)
 
-    def step_fn(step, generator):
-        x0, captions, _ = tb.batch(w, cfg.seed, BACKBONE_TRAIN_STREAM, range(step * b.batch_size, (step + 1) * b.batch_size))
-        return tb.v_loss(backbone, schedule, x0, captions, generator, b.caption_dropout), {}
-
-    result = train({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, step_fn, b.train, checkpoints,
-                   progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS))
+    obj = objective(cfg, backbone, schedule)
+    result = train(obj.modules, obj.step_fn, b.train, checkpoints, progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS))
     backbone.freeze()
     model_dir = backbone.save(out_dir / "model")
     after = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)

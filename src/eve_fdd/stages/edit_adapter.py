@@ -24,7 +24,7 @@ from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, edit_adapter
 from ..models.registry import build_backbone, trained_path
 from ..train import edit_adapter as te
-from ..train.loop import train
+from ..train.loop import Objective, train
 
 STAGE = "edit_adapter"
 PARAMS = ("profile", "seed", "world.size", "diffusion", "edit_adapter")
@@ -36,6 +36,15 @@ class Outputs:
     metrics: dict[str, float]
     curve: list[dict[str, float]] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
+
+
+def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: te.EditPairs) -> Objective:
+    """The ControlNet learns the edited image from the input image, instruction and task
+    (the backbone frozen), over the pairs shuffled anew each epoch."""
+    e = cfg.edit_adapter
+    return Objective({"controlnet": model.controlnet},
+                     lambda step: pairs.take(_epoch_batch(len(pairs), e.batch_size, step, cfg.seed)),
+                     lambda batch, g: te.edit_loss(backbone, model, schedule, batch, g, e.text_dropout), e.batch_size)
 
 
 def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS,
@@ -61,18 +70,15 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
     train_pairs, test_pairs = te.load_pairs(pairs_path, "train"), te.load_pairs(pairs_path, "test")
     test_pairs = test_pairs.take(te.round_robin(test_pairs.tasks, e.eval_pairs))  # every task, evenly
 
-    def step_fn(step, generator):
-        idx = _epoch_batch(len(train_pairs), e.batch_size, step, cfg.seed)
-        return te.edit_loss(backbone, model, schedule, train_pairs.take(idx), generator), {}
-
+    obj = objective(cfg, backbone, model, schedule, train_pairs)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
-    result = train({"controlnet": controlnet}, step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
+    result = train(obj.modules, obj.step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
                    fingerprint=cfg.fingerprint(PARAMS, (weights, pairs_path)))
     controlnet.requires_grad_(False).eval()
     controlnet.save_pretrained(out_dir / "model")
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "backbone": str(backbone_path)}, indent=2) + "\n")
 
-    found = te.check(backbone, model, scheduler, test_pairs, e.eval_steps, cfg.seed, e.samples)
+    found = te.check(backbone, model, scheduler, test_pairs, e.eval_steps, cfg.seed, e.samples, e.guidance_scale)
     artifacts = [out_dir / "model.json"]
     if len(found.samples):
         sheet = out_dir / "samples.png"

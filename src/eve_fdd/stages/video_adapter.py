@@ -27,7 +27,7 @@ from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, motion_parameters, video_adapter
 from ..models.registry import build_backbone, trained_path
 from ..train import video_adapter as tv
-from ..train.loop import train
+from ..train.loop import Objective, train
 
 STAGE = "video_adapter"
 PARAMS = ("profile", "seed", "world", "videos.fps", "diffusion", "video_adapter")
@@ -39,6 +39,22 @@ class Outputs:
     metrics: dict[str, float]
     curve: list[dict[str, float]] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
+
+
+def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSchedule) -> Objective:
+    """The temporal layers learn frames 1.. of freshly rendered clips from frame 0 and the caption."""
+    v, w = cfg.video_adapter, cfg.world
+
+    def batch(step: int):
+        x0, captions, _ = tv.clips(w, cfg.seed, VIDEO_ADAPTER_TRAIN_STREAM, range(step * v.batch_size, (step + 1) * v.batch_size))
+        return x0, captions
+
+    def loss(data, g):
+        with torch.no_grad():  # the text encoder is frozen
+            emb = backbone.encode_text(data[1])
+        return tv.video_loss(model, schedule, data[0], emb, g)
+
+    return Objective({"unet": model.unet}, batch, loss, v.batch_size)
 
 
 def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
@@ -68,14 +84,9 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
 
     before = check()  # temporal layers at zero: every frame sampled independently
 
-    def step_fn(step, generator):
-        x0, captions, _ = tv.clips(w, cfg.seed, VIDEO_ADAPTER_TRAIN_STREAM, range(step * v.batch_size, (step + 1) * v.batch_size))
-        with torch.no_grad():  # the text encoder is frozen
-            emb = backbone.encode_text(captions)
-        return tv.video_loss(model, schedule, x0, emb, generator), {}
-
+    obj = objective(cfg, backbone, model, schedule)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
-    result = train({"unet": unet}, step_fn, v.train, checkpoints, progress=progress, on_log=on_log,
+    result = train(obj.modules, obj.step_fn, v.train, checkpoints, progress=progress, on_log=on_log,
                    fingerprint=cfg.fingerprint(PARAMS, (weights,)))
     unet.requires_grad_(False)
     after = check()

@@ -7,12 +7,15 @@ Check: DDIM samples for held-out pairs, compared with the ground-truth edited im
 task, against the "return the input unchanged" baseline. Errors are mean absolute error on
 [0, 1] pixels over three regions: the whole image, the pixels the edit changes
 (any channel differs; the identity baseline's error lives only there) and
-the pixels it must leave alone (the identity baseline is exact there).
+the pixels it must leave alone (the identity baseline is exact there). Where the right
+answer is not unique in pixels (an added shape may sit anywhere in the named region), the
+world's detector says whether the edited scene's captioned shapes and background show
+(`present`), for the adapter and for the input image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,8 @@ from ..data import tables
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.adapters import EditVideoModel, task_ids
 from ..models.backbone import Backbone
+from ..world import EditSpec, Scene, apply_edit
+from ..world.detect import detect
 from .backbone import to_uint8
 
 CHANGED = 0.5 / 255  # a pixel is "changed by the edit" when any channel differs at all (both images are exact renders)
@@ -37,6 +42,7 @@ class EditPairs:
     target: torch.Tensor
     captions: list[str]  # output captions (the backbone's text)
     instructions: list[str]  # the edit adapter's text
+    output_scenes: list = field(default_factory=list)  # the edited scenes (world.Scene), for the detector
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -44,7 +50,8 @@ class EditPairs:
     def take(self, index: list[int] | np.ndarray) -> "EditPairs":
         idx = [int(i) for i in index]
         return EditPairs([self.ids[i] for i in idx], [self.tasks[i] for i in idx], self.source[idx], self.target[idx],
-                         [self.captions[i] for i in idx], [self.instructions[i] for i in idx])
+                         [self.captions[i] for i in idx], [self.instructions[i] for i in idx],
+                         [self.output_scenes[i] for i in idx] if self.output_scenes else [])
 
 
 def load_pairs(path: Any, split: str) -> EditPairs:
@@ -57,32 +64,50 @@ def load_pairs(path: Any, split: str) -> EditPairs:
         arr = np.stack([np.frombuffer(r[col], dtype=np.uint8).reshape(r["height"], r["width"], 3) for r in rows])
         return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
+    scenes = [apply_edit(Scene.from_json(r["scene"]), EditSpec.from_json(r["edit_spec"])) for r in rows] if split == "test" else []
     return EditPairs([r["pair_id"] for r in rows], [r["task"] for r in rows], images("input_image"), images("output_image"),
-                     [r["output_caption"] for r in rows], [r["instruction"] for r in rows])
+                     [r["output_caption"] for r in rows], [r["instruction"] for r in rows], scenes)
 
 
-def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: EditPairs, generator: torch.Generator) -> torch.Tensor:
-    """Diffusion loss of the edited image given the input image, instruction and task."""
+def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: EditPairs, generator: torch.Generator,
+              text_dropout: float = 0.0) -> torch.Tensor:
+    """Diffusion loss of the edited image given the input image, instruction and task. A share
+    `text_dropout` of pairs loses both texts (caption and instruction -> ""), so the adapter
+    also learns the text-free prediction that classifier-free guidance on the edit needs."""
     x0 = pairs.target
+    drop = (torch.rand(len(pairs), generator=generator) < text_dropout).tolist()
+    captions = ["" if d else c for c, d in zip(pairs.captions, drop)]
+    instructions = ["" if d else i for i, d in zip(pairs.instructions, drop)]
     t = torch.randint(0, schedule.train_timesteps, (len(pairs),), generator=generator)
     noise = torch.randn(x0.shape, generator=generator)
     with torch.no_grad():  # the backbone's text encoder is frozen
-        caption_emb = backbone.encode_text(pairs.captions)
-        instruction_emb = backbone.encode_text(pairs.instructions)
+        caption_emb = backbone.encode_text(captions)
+        instruction_emb = backbone.encode_text(instructions)
     out = model(schedule.add_noise(x0, noise, t), t, caption_emb, instruction_emb, pairs.source, task_ids(pairs.tasks))
     return torch.nn.functional.mse_loss(out, schedule.target(x0, noise, t))
 
 
 @torch.no_grad()
 def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, timesteps: torch.Tensor,
-                 pairs: EditPairs, generator: torch.Generator, batch_size: int = 32) -> torch.Tensor:
-    """Edited images (N, 3, H, W) in [-1, 1], sampled by DDIM from noise."""
+                 pairs: EditPairs, generator: torch.Generator, batch_size: int = 32, guidance_scale: float = 1.0) -> torch.Tensor:
+    """Edited images (N, 3, H, W) in [-1, 1], sampled by DDIM from noise. With
+    `guidance_scale` > 1, classifier-free guidance on the texts (the input image and the task
+    label condition both branches): uncond + scale * (cond - uncond)."""
     out = []
     for i in range(0, len(pairs), batch_size):
         part = pairs.take(range(i, min(i + batch_size, len(pairs))))
         cap, ins, tasks = backbone.encode_text(part.captions), backbone.encode_text(part.instructions), task_ids(part.tasks)
         noise = torch.randn(part.source.shape, generator=generator)
-        out.append(ddim_sample(lambda x, t: model(x, t, cap, ins, part.source, tasks), noise, schedule, timesteps))
+        if guidance_scale == 1.0:
+            denoise = lambda x, t: model(x, t, cap, ins, part.source, tasks)  # noqa: E731
+        else:
+            empty = backbone.encode_text([""] * len(part))
+            both = lambda a, b: torch.cat([a, b])  # noqa: E731
+
+            def denoise(x, t):
+                u, c = model(both(x, x), both(t, t), both(empty, cap), both(empty, ins), both(part.source, part.source), both(tasks, tasks)).chunk(2)
+                return u + guidance_scale * (c - u)
+        out.append(ddim_sample(denoise, noise, schedule, timesteps))
     return torch.cat(out)
 
 
@@ -108,10 +133,12 @@ class EditCheck:
     labels: list[str]
 
 
-def check(backbone: Backbone, model: EditVideoModel, scheduler: Any, pairs: EditPairs, steps: int, seed: int, show: int = 14) -> EditCheck:
+def check(backbone: Backbone, model: EditVideoModel, scheduler: Any, pairs: EditPairs, steps: int, seed: int, show: int = 14,
+          guidance_scale: float = 1.0) -> EditCheck:
     """Sample every pair of `pairs` and score it per task against the identity baseline."""
     schedule = NoiseSchedule.from_scheduler(scheduler)
-    edited = sample_edits(backbone, model, schedule, inference_timesteps(scheduler, steps), pairs, torch.Generator().manual_seed(seed))
+    edited = sample_edits(backbone, model, schedule, inference_timesteps(scheduler, steps), pairs, torch.Generator().manual_seed(seed),
+                          guidance_scale=guidance_scale)
     ours = region_errors(edited, pairs.source, pairs.target)
     identity = region_errors(pairs.source, pairs.source, pairs.target)
     tasks = np.array(pairs.tasks)
@@ -126,6 +153,12 @@ def check(backbone: Backbone, model: EditVideoModel, scheduler: Any, pairs: Edit
                     metrics[f"{name}.{region}.{task}"] = round(per_task[task], 5)
             if per_task:  # mean over tasks, so every task weighs the same
                 metrics[f"{name}.{region}.mean"] = round(float(np.mean(list(per_task.values()))), 5)
+    if pairs.output_scenes:
+        for name, images in (("adapter", to_uint8(edited)), ("identity", to_uint8(pairs.source))):
+            found = np.array([detect(img, scene).all_present for img, scene in zip(images, pairs.output_scenes)])
+            for task in sorted(set(pairs.tasks)):
+                metrics[f"{name}.present.{task}"] = round(float(found[tasks == task].mean()), 5)
+            metrics[f"{name}.present.mean"] = round(float(np.mean([metrics[f"{name}.present.{t}"] for t in sorted(set(pairs.tasks))])), 5)
     picked = round_robin(pairs.tasks, show)
     grid = np.stack([np.stack([to_uint8(x[i : i + 1])[0] for x in (pairs.source, edited, pairs.target)]) for i in picked]) if picked else np.zeros((0, 3, 1, 1, 3), np.uint8)
     return EditCheck(metrics, grid, [f"{pairs.tasks[i]}: {pairs.instructions[i]}" for i in picked])

@@ -31,6 +31,21 @@ StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
+class Objective:
+    """What a stage trains, split so that data and compute can be timed apart
+    (benchmarks/train_throughput.py): `batch(step)` makes the step's batch (rendering,
+    table reads), `loss(batch, generator)` runs the model."""
+
+    modules: dict[str, torch.nn.Module]
+    batch: Callable[[int], Any]
+    loss: Callable[[Any, torch.Generator], torch.Tensor]
+    batch_size: int
+
+    def step_fn(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.loss(self.batch(step), generator), {}
+
+
+@dataclass
 class TrainResult:
     step: int
     resumed_from: int

@@ -1,0 +1,127 @@
+"""Training throughput of each model stage at its default Shapes sizes, and the share of a
+step's time spent outside forward/backward/optimiser (data, logging, checkpoints).
+
+For each stage the stage's own `objective` (the modules, batch and loss it trains with) is
+timed three ways over the same steps:
+  data     `batch(step)` alone (rendering clips, reading table rows)
+  compute  loss + backward + gradient clipping + optimiser step on batches made beforehand
+  loop     the real training loop (`train.loop.train`: data, compute, logging, and the
+           stage's own checkpoint interval), as the stage runs it
+samples/s = steps x batch size / loop time; outside = 1 - compute / loop.
+
+    python benchmarks/train_throughput.py [--steps 30] [--stages backbone edit_adapter video_adapter loras]
+
+Weights do not change speed, so the adapters are put on a freshly initialised backbone of the
+configured size; the edit adapter reads `data/edit_pairs/pairs.parquet` when it exists and
+otherwise makes pairs in memory. Run it alone: 2 cores are easily shared away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from eve_fdd.config import load_config
+from eve_fdd.diffusion import NoiseSchedule, make_scheduler
+from eve_fdd.models.adapters import EditVideoModel, add_lora, edit_adapter, motion_parameters, video_adapter
+from eve_fdd.models.backbone import tiny_backbone
+from eve_fdd.stages import backbone as s_backbone
+from eve_fdd.stages import edit_adapter as s_edit
+from eve_fdd.stages import edit_pairs as s_pairs
+from eve_fdd.stages import lora as s_lora
+from eve_fdd.stages import video_adapter as s_video
+from eve_fdd.train import edit_adapter as te
+from eve_fdd.train.loop import Objective, train, trainable
+
+PAIRS = Path("data/edit_pairs/pairs.parquet")
+
+
+def objectives(cfg, stages):
+    schedule = NoiseSchedule.from_scheduler(make_scheduler(cfg.diffusion))
+
+    def fresh():
+        return tiny_backbone(cfg.models.backbone.tiny, cfg.world.size, cfg.seed)
+
+    for name in stages:
+        if name == "backbone":
+            yield name, cfg.backbone.train, s_backbone.objective(cfg, fresh(), schedule)
+        elif name == "edit_adapter":
+            bb = fresh().freeze()
+            if PAIRS.is_file():
+                pairs = te.load_pairs(PAIRS, "train")
+            else:
+                with tempfile.TemporaryDirectory() as tmp:
+                    small = cfg.model_copy(update={"edit_pairs": cfg.edit_pairs.model_copy(update={"count": 700})})
+                    pairs = te.load_pairs(s_pairs.run(small, Path(tmp)).pairs, "train")
+            model = EditVideoModel(bb.unet, edit_adapter(bb.unet, cfg.edit_adapter.conditioning_channels))
+            yield name, cfg.edit_adapter.train, s_edit.objective(cfg, bb, model, schedule, pairs)
+        elif name == "video_adapter":
+            bb = fresh().freeze()
+            unet = video_adapter(bb.unet, heads=cfg.video_adapter.heads, max_frames=max(32, cfg.world.frames))
+            unet.requires_grad_(False)
+            for p in motion_parameters(unet):
+                p.requires_grad_(True)
+            yield name, cfg.video_adapter.train, s_video.objective(cfg, bb, EditVideoModel(unet), schedule)
+        elif name == "loras":
+            bb = fresh().freeze()
+            add_lora(bb.unet, "star", rank=cfg.loras.rank)
+            yield "loras (star)", cfg.loras.train, s_lora.objective(cfg, "star", bb, schedule)
+        else:
+            raise SystemExit(f"unknown stage {name!r}")
+
+
+def time_compute(obj: Objective, batches: list, train_cfg) -> float:
+    params = list(trainable(obj.modules).values())
+    opt = torch.optim.AdamW(params, lr=train_cfg.lr)
+    for m in obj.modules.values():
+        m.train()
+    start = time.perf_counter()
+    for i, batch in enumerate(batches):
+        loss = obj.loss(batch, torch.Generator().manual_seed(i))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
+        opt.step()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--stages", nargs="+", default=["backbone", "edit_adapter", "video_adapter", "loras"])
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    rows = []
+    for name, train_cfg, obj in objectives(cfg, args.stages):
+        obj.loss(obj.batch(0), torch.Generator().manual_seed(0)).backward()  # warm-up (allocations, lazy init)
+        for m in obj.modules.values():
+            m.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        batches = [obj.batch(s) for s in range(args.steps)]
+        data = time.perf_counter() - start
+        compute = time_compute(obj, batches, train_cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            loop_cfg = train_cfg.model_copy(update={"steps": args.steps})
+            loop = train(obj.modules, obj.step_fn, loop_cfg, tmp, progress=False).seconds
+        row = {
+            "stage": name, "batch_size": obj.batch_size, "steps": args.steps,
+            "seconds_per_step": round(loop / args.steps, 3), "samples_per_second": round(args.steps * obj.batch_size / loop, 2),
+            "data_seconds_per_step": round(data / args.steps, 4), "compute_seconds_per_step": round(compute / args.steps, 3),
+            "outside_forward_backward": round(1 - compute / loop, 3),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| stage | batch | s/step | samples/s | data s/step | outside fwd/bwd |\n| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['stage']} | {r['batch_size']} | {r['seconds_per_step']} | {r['samples_per_second']} | "
+              f"{r['data_seconds_per_step']} | {100 * r['outside_forward_backward']:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

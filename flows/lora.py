@@ -1,0 +1,33 @@
+"""Flow for DVC stage `loras@<concept>`: `python -m flows.lora CONCEPT [--params params.yaml]`
+(writes metrics/loras/CONCEPT.json and plots/loras/CONCEPT_loss.json)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect import flow
+
+from eve_fdd.stages import lora
+
+from .training import run_training_stage
+
+BACKBONE = Path("data/backbone")
+OUT_DIR = Path("data/loras")
+
+
+@flow(name="loras", log_prints=True)
+def lora_flow(concept: str, params: str = "params.yaml") -> dict[str, float]:
+    return run_training_stage(lora, lambda cfg, on_log: lora.build(cfg, concept, BACKBONE, OUT_DIR / concept, on_log=on_log), params, item=concept)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("concept", help="a subject or style in loras.concepts")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    lora_flow(args.concept, args.params)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Evaluation: detectors and metrics measured against the Shapes world's ground truth."""

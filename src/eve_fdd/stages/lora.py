@@ -1,0 +1,101 @@
+"""Stage `loras` (one DVC foreach entry per concept): a subject or style LoRA on the frozen
+backbone (METHOD.md section 8, "other adapters"; FDD later aligns each with the edit adapter).
+
+Shapes: train a peft LoRA on the trained backbone's UNet (train/lora.py; shared loop,
+checkpoints in `data/checkpoints/loras/<concept>`), save it in diffusers' LoRA layout under
+`data/loras/<concept>/model`, and check that the concept appears when prompted and not
+otherwise. Full: resolve `loras.pretrained[<concept>]` and record it.
+Either way `data/loras/<concept>/model.json` says where the LoRA is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+from ..data.splits import LORA_TRAIN_STREAM
+from ..data.video import contact_sheet
+from ..diffusion import NoiseSchedule, make_scheduler
+from ..models.adapters import add_lora
+from ..models.registry import build_backbone, trained_path
+from ..train import backbone as tb
+from ..train import lora as tl
+from ..train.loop import Objective, train
+from ..world import vocab
+
+STAGE = "loras"
+PARAMS = ("profile", "seed", "world", "diffusion", "loras")
+WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+@dataclass
+class Outputs:
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+
+
+def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule) -> Objective:
+    """The LoRA (the only trainable weights of the UNet) learns the concept, with prior preservation."""
+    lo = cfg.loras
+    return Objective({"unet": backbone.unet},
+                     lambda step: tl.batch(cfg.world, cfg.seed, LORA_TRAIN_STREAM, step, lo.batch_size, concept),
+                     lambda data, g: tb.v_loss(backbone, schedule, data[0], data[1], g, lo.caption_dropout), lo.batch_size)
+
+
+def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoints: Path | None = None,
+          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+    known = vocab.SUBJECTS + vocab.RESERVED_STYLES
+    if cfg.profile == "shapes" and concept not in known:
+        raise ValueError(f"loras: unknown Shapes concept {concept!r}; expected one of {list(known)}")
+    if concept not in cfg.loras.concepts:
+        raise ValueError(f"loras: {concept!r} is not in loras.concepts {list(cfg.loras.concepts)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lo = cfg.loras
+    if cfg.profile == "full":
+        if concept not in lo.pretrained:
+            raise ValueError(f"loras.pretrained: the full profile needs a LoRA directory for {concept!r} "
+                             "(train one on your own subject or style images); Shapes trains its own")
+        path = Path(lo.pretrained[concept])
+        if not (path / WEIGHTS).is_file():
+            raise FileNotFoundError(f"loras.pretrained.{concept}: {path / WEIGHTS} not found")
+        (out_dir / "model.json").write_text(json.dumps({"path": str(path), "trained": False, "concept": concept}, indent=2) + "\n")
+        return Outputs({"trained": 0})
+
+    checkpoints = checkpoints or Path("data/checkpoints/loras") / concept
+    backbone_path = trained_path(backbone_dir)
+    backbone = build_backbone(cfg, backbone_path).freeze()
+    add_lora(backbone.unet, concept, rank=lo.rank)
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+
+    obj = objective(cfg, concept, backbone, schedule)
+    weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
+    result = train(obj.modules, obj.step_fn, lo.train, checkpoints, progress=progress, on_log=on_log,
+                   fingerprint=cfg.fingerprint(PARAMS, (weights,)) + concept)
+    backbone.unet.requires_grad_(False)
+    backbone.unet.save_lora_adapter(str(out_dir / "model"), adapter_name=concept)
+    (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "concept": concept,
+                                                    "backbone": str(backbone_path)}, indent=2) + "\n")
+    found = tl.check(backbone, concept, scheduler, cfg.world, cfg.seed, concept, lo.eval_samples, lo.eval_steps,
+                     lo.guidance_scale, lo.detector_steps)
+    artifacts = [out_dir / "model.json"]
+    n = min(lo.samples, len(found.samples))
+    if n:
+        sheet = out_dir / "samples.png"
+        contact_sheet([img[None] for img in found.samples[:n]], sheet, scale=max(1, 96 // cfg.world.size), captions=found.captions[:n])
+        artifacts.append(sheet)
+    tail = result.curve[-8:]
+    metrics = {
+        "steps": result.step,
+        "resumed_from": result.resumed_from,
+        "train_seconds": round(result.seconds, 1),
+        "samples_per_second": round((result.step - result.resumed_from) * lo.batch_size / max(result.seconds, 1e-9), 2),
+        "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        "params_lora": sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" in n),
+        **{f"check.{k}": round(v, 5) for k, v in found.metrics.items()},
+    }
+    return Outputs(metrics, result.curve, artifacts)

@@ -1,0 +1,76 @@
+"""Stage `loras` (library part) and the concept classifier its check reads samples with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eve_fdd.config import Config
+from eve_fdd.data.splits import CONCEPT_DETECTOR_EVAL_STREAM, CONCEPT_DETECTOR_TRAIN_STREAM, LORA_TRAIN_STREAM
+from eve_fdd.evaluate import concepts
+from eve_fdd.models.backbone import load_backbone, tiny_backbone
+from eve_fdd.models.registry import trained_path
+from eve_fdd.stages import lora
+from eve_fdd.train import lora as tl
+
+TINY = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}
+CFG = Config(
+    models={"backbone": {"tiny": TINY}},
+    loras={"train": {"steps": 3, "checkpoint_every": 2, "log_every": 1}, "batch_size": 4, "eval_samples": 3, "eval_steps": 2,
+           "detector_steps": 2, "samples": 2},
+)
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lora") / "backbone"
+    tiny_backbone(CFG.models.backbone.tiny, CFG.world.size, 0).save(root / "model")
+    (root / "model.json").write_text(json.dumps({"path": str(root / "model")}))
+    return root
+
+
+@pytest.mark.parametrize("concept, word", [("star", "star"), ("cross", "cross"), ("scanlines", "scanlines"), ("sketch", "pencil sketch")])
+def test_batches_are_half_concept_half_base_world(concept, word):
+    x, captions = tl.batch(CFG.world, 0, LORA_TRAIN_STREAM, 0, 6, concept)
+    assert x.shape == (6, 3, 32, 32)
+    assert all(word in c for c in captions[:3]) and not any(word in c for c in captions[3:])
+
+
+def test_unknown_concept_is_named():
+    with pytest.raises(ValueError, match="unknown concept 'moon'"):
+        concepts.concept_scene(None, "moon", np.random.default_rng(0), (0.02, 0.06))
+
+
+def test_style_classifier_learns_from_renders():
+    detector = concepts.train_detector("sketch", CFG.world, 0, CONCEPT_DETECTOR_TRAIN_STREAM, CONCEPT_DETECTOR_EVAL_STREAM, count=256, steps=150)
+    assert detector.held_out_accuracy > 0.85
+    with_c, _ = concepts.renders(CFG.world, 0, CONCEPT_DETECTOR_EVAL_STREAM, range(1000, 1032), "sketch")
+    without, _ = concepts.renders(CFG.world, 0, CONCEPT_DETECTOR_EVAL_STREAM, range(1032, 1064), None)
+    assert detector(with_c).mean() > 0.8 and detector(without).mean() < 0.2
+
+
+def test_build_trains_only_the_lora_resumes_saves_and_checks(backbone_dir, tmp_path):
+    out = lora.build(CFG, "star", backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
+    assert out.metrics["steps"] == 3 and out.metrics["resumed_from"] == 0 and out.metrics["params_lora"] > 0
+    again = lora.build(CFG, "star", backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
+    assert again.metrics["resumed_from"] == 3
+    # the checkpoint holds LoRA weights only: the backbone stayed frozen
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "ckpt/checkpoints/step-000003/weights.safetensors")
+    assert saved and all("lora_" in k for k in saved)
+    backbone = load_backbone(trained_path(backbone_dir))
+    backbone.unet.load_lora_adapter(trained_path(tmp_path / "out"), weight_name=lora.WEIGHTS, prefix=None, adapter_name="star")
+    loaded = {n: p for n, p in backbone.unet.named_parameters() if "lora_" in n}
+    assert sum(p.numel() for p in loaded.values()) == out.metrics["params_lora"]
+    for key in ("present.prompted", "present.unprompted", "present.prompted_without_lora", "detector_accuracy"):
+        assert 0.0 <= out.metrics[f"check.{key}"] <= 1.0
+    assert (tmp_path / "out/samples.png").stat().st_size > 0
+
+
+def test_concept_outside_the_list_is_refused(backbone_dir, tmp_path):
+    with pytest.raises(ValueError, match="not in loras.concepts"):
+        lora.build(CFG.model_copy(update={"loras": CFG.loras.model_copy(update={"concepts": ("star",)})}), "sketch", backbone_dir, tmp_path, tmp_path)
