@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from eve_fdd import tracking
 from eve_fdd.config import load_config
 
-# build(cfg, on_log) -> the stage's Outputs (metrics, curve, artifacts)
+# build(cfg, on_log) -> the stage's train.loop.TrainingOutputs (metrics, curve, artifacts)
 Build = Callable[[Any, Callable[[dict[str, float]], None]], Any]
 
 

@@ -75,3 +75,11 @@ def test_config_is_immutable(root):
     cfg = load_config(root / "params.yaml")
     with pytest.raises(Exception):
         cfg.world.size = 64
+
+
+def test_config_hashes_by_value_even_with_mapping_sections(root):
+    """Prefect hashes task inputs (the config among them); `loras.pretrained` is a mapping."""
+    a, b = load_config(root / "params.yaml"), load_config(root / "params.yaml")
+    assert hash(a) == hash(b)
+    c = load_config(root / "params.yaml", overrides={"loras.pretrained": {"star": "/somewhere"}})
+    assert hash(c) != hash(a) and {a: 1}[b] == 1

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def _run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
@@ -47,7 +47,8 @@ def project(tmp_path_factory, request):
                                                 text_hidden_size=16, text_layers=1, text_heads=2)
     for stage, extra in (("backbone", dict(batch_size=2, eval_samples=3, eval_steps=2)),
                          ("edit_adapter", dict(batch_size=4, eval_pairs=7, eval_steps=2, samples=3)),
-                         ("video_adapter", dict(batch_size=2, eval_clips=2, eval_steps=2, samples=2))):
+                         ("video_adapter", dict(batch_size=2, eval_clips=2, eval_steps=2, samples=2)),
+                         ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
         params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
         params[stage].update(extra)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -61,7 +62,8 @@ def project(tmp_path_factory, request):
 def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project
     out = _run(["dvc", "repro"], dest, env)
-    for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter", "video_adapter"):
+    for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter",
+                  "video_adapter", "loras@star", "loras@cross", "loras@scanlines", "loras@sketch"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24
@@ -93,17 +95,18 @@ def test_edit_pairs_stage_writes_pairs_and_logs_them(project):
     assert "samples/contact_sheet.png" in {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
 
 
-@pytest.mark.parametrize("stage", ["backbone", "edit_adapter", "video_adapter"])
-def test_model_stages_save_check_plot_and_log(project, stage):
+@pytest.mark.parametrize("stage, path", [("backbone", "backbone"), ("edit_adapter", "edit_adapter"),
+                                         ("video_adapter", "video_adapter"), ("loras@sketch", "loras/sketch")])
+def test_model_stages_save_check_plot_and_log(project, stage, path):
     dest, env = project
-    info = json.loads((dest / f"data/{stage}/model.json").read_text())
+    info = json.loads((dest / f"data/{path}/model.json").read_text())
     assert info["trained"] and (dest / info["path"]).is_dir()
-    metrics = json.loads((dest / f"metrics/{stage}.json").read_text())
+    metrics = json.loads((dest / f"metrics/{path}.json").read_text())
     assert metrics["steps"] == 3 and any(k.startswith("check.") for k in metrics)
-    curve = json.loads((dest / f"plots/{stage}_loss.json").read_text())
+    curve = json.loads((dest / f"plots/{path}_loss.json").read_text())
     assert [r["step"] for r in curve] == [0, 1, 2]
-    assert (dest / f"data/checkpoints/{stage}/checkpoints/step-000003/weights.safetensors").is_file()
-    assert stage in _run(["dvc", "plots", "show", "--json", f"plots/{stage}_loss.json"], dest, env)
+    assert (dest / f"data/checkpoints/{path}/checkpoints/step-000003/weights.safetensors").is_file()
+    assert path in _run(["dvc", "plots", "show", "--json", f"plots/{path}_loss.json"], dest, env)
     client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
     exp = client.get_experiment_by_name("eve-fdd-shapes")
     (run,) = client.search_runs([exp.experiment_id], f"tags.`dvc.stage` = '{stage}'")

@@ -4,8 +4,6 @@ baseline. Quality is measured by the stage on default params, not here."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -18,22 +16,19 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import edit_adapter, edit_pairs
 from eve_fdd.train import edit_adapter as te
 
-TINY = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}
+from conftest import TINY_BACKBONE
+
 CFG = Config(
-    models={"backbone": {"tiny": TINY}},
+    models={"backbone": {"tiny": TINY_BACKBONE}},
     edit_pairs={"count": 42, "test_fraction": 0.3, "shard_size": 42, "samples": 0},
     edit_adapter={"train": {"steps": 3, "checkpoint_every": 2, "log_every": 1}, "batch_size": 4, "eval_pairs": 14, "eval_steps": 2, "samples": 3},
 )
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
+def inputs(tmp_path_factory, tiny_backbone_dir):
     root = tmp_path_factory.mktemp("edit")
-    pairs = edit_pairs.run(CFG, root / "edit_pairs").pairs
-    backbone = tiny_backbone(CFG.models.backbone.tiny, CFG.world.size, 0)
-    backbone.save(root / "backbone" / "model")
-    (root / "backbone" / "model.json").write_text(json.dumps({"path": str(root / "backbone" / "model")}))
-    return root, pairs
+    return tiny_backbone_dir, edit_pairs.run(CFG, root / "edit_pairs").pairs
 
 
 def test_region_errors_split_the_image_by_what_the_edit_changes():
@@ -68,9 +63,9 @@ def test_build_trains_resumes_saves_and_checks(inputs, tmp_path):
     from diffusers import ControlNetModel
 
     root, pairs = inputs
-    out = edit_adapter.build(CFG, pairs, root / "backbone", tmp_path / "out", tmp_path / "ckpt", progress=False)
+    out = edit_adapter.build(CFG, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
     assert out.metrics["steps"] == 3 and out.metrics["resumed_from"] == 0
-    again = edit_adapter.build(CFG, pairs, root / "backbone", tmp_path / "out", tmp_path / "ckpt", progress=False)
+    again = edit_adapter.build(CFG, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
     assert again.metrics["resumed_from"] == 3  # same params, same backbone and pairs: nothing left to train
     loaded = ControlNetModel.from_pretrained(trained_path(tmp_path / "out"))
     assert loaded.config.num_class_embeds == len(TASK_LABELS)
@@ -89,3 +84,12 @@ def test_missing_backbone_names_the_stage(inputs, tmp_path):
     _, pairs = inputs
     with pytest.raises(FileNotFoundError, match="model.json"):
         edit_adapter.build(CFG, pairs, tmp_path / "nowhere", tmp_path / "out", tmp_path / "ckpt", progress=False)
+
+
+def test_changing_only_the_check_does_not_retrain(inputs, tmp_path):
+    _, pairs = inputs
+    root = inputs[0]
+    edit_adapter.build(CFG, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
+    guided = CFG.model_copy(update={"edit_adapter": CFG.edit_adapter.model_copy(update={"guidance_scale": 2.0, "eval_pairs": 7})})
+    out = edit_adapter.build(guided, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
+    assert out.metrics["resumed_from"] == 3 and out.metrics["test_pairs"] == 7

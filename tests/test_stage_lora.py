@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -11,25 +9,23 @@ import torch
 from eve_fdd.config import Config
 from eve_fdd.data.splits import CONCEPT_DETECTOR_EVAL_STREAM, CONCEPT_DETECTOR_TRAIN_STREAM, LORA_TRAIN_STREAM
 from eve_fdd.evaluate import concepts
-from eve_fdd.models.backbone import load_backbone, tiny_backbone
+from eve_fdd.models.backbone import load_backbone
 from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import lora
 from eve_fdd.train import lora as tl
 
-TINY = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}
+from conftest import TINY_BACKBONE
+
 CFG = Config(
-    models={"backbone": {"tiny": TINY}},
+    models={"backbone": {"tiny": TINY_BACKBONE}},
     loras={"train": {"steps": 3, "checkpoint_every": 2, "log_every": 1}, "batch_size": 4, "eval_samples": 3, "eval_steps": 2,
-           "detector_steps": 2, "samples": 2},
+           "detector_steps": 2, "detector_renders": 8, "samples": 2},
 )
 
 
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lora") / "backbone"
-    tiny_backbone(CFG.models.backbone.tiny, CFG.world.size, 0).save(root / "model")
-    (root / "model.json").write_text(json.dumps({"path": str(root / "model")}))
-    return root
+@pytest.fixture
+def backbone_dir(tiny_backbone_dir):
+    return tiny_backbone_dir
 
 
 @pytest.mark.parametrize("concept, word", [("star", "star"), ("cross", "cross"), ("scanlines", "scanlines"), ("sketch", "pencil sketch")])

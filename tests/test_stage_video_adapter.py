@@ -4,8 +4,6 @@ consistency against independent frames. Quality is measured by the stage, not he
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -18,20 +16,18 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import video_adapter
 from eve_fdd.train import video_adapter as tv
 
-TINY = {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2, "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}
+from conftest import TINY_BACKBONE
+
 CFG = Config(
     world={"frames": 4, "size": 16},
-    models={"backbone": {"tiny": TINY}},
+    models={"backbone": {"tiny": TINY_BACKBONE}},
     video_adapter={"train": {"steps": 3, "checkpoint_every": 2, "log_every": 1}, "batch_size": 2, "eval_clips": 3, "eval_steps": 2, "samples": 2},
 )
 
 
-@pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("video") / "backbone"
-    tiny_backbone(CFG.models.backbone.tiny, CFG.world.size, 0).save(root / "model")
-    (root / "model.json").write_text(json.dumps({"path": str(root / "model")}))
-    return root
+@pytest.fixture
+def backbone_dir(tiny_backbone_dir):
+    return tiny_backbone_dir
 
 
 def test_clips_are_the_scenes_motion_from_their_own_stream():

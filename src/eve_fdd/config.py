@@ -24,6 +24,11 @@ class ConfigError(ValueError):
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def __hash__(self) -> int:
+        # by value, also for dict fields (e.g. loras.pretrained), which pydantic's frozen
+        # hash cannot take; Prefect hashes task inputs, the config among them
+        return hash((type(self).__name__, self.model_dump_json()))
+
 
 class WorldConfig(Section):
     """The Shapes world (METHOD.md section 10)."""
@@ -194,7 +199,7 @@ class EditAdapterStageConfig(Section):
     batch_size: int = Field(32, ge=1)
     conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
     text_dropout: float = Field(0.1, ge=0, lt=1, description="share of pairs trained with both texts empty (enables classifier-free guidance)")
-    guidance_scale: float = Field(3.0, ge=1, description="classifier-free guidance on the texts in the check's samples; 1 = off")
+    guidance_scale: float = Field(1.0, ge=1, description="classifier-free guidance on the texts in the check's samples; 1 = off")
     eval_pairs: int = Field(280, ge=1, description="held-out pairs sampled in the check (at most the test split)")
     eval_steps: int = Field(24, ge=1, description="DDIM steps of the check's samples")
     samples: int = Field(14, ge=0, description="input | edited | ground truth rows on the contact sheet")
@@ -220,13 +225,14 @@ class LorasStageConfig(Section):
     concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="Shapes: reserved subjects and styles, one LoRA each")
     pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft layout)")
     rank: int = Field(8, ge=1)
-    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
+    train: TrainConfig = TrainConfig(steps=1200, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
     batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
     eval_samples: int = Field(64, ge=1, description="samples per condition in the check")
     eval_steps: int = Field(24, ge=1)
     guidance_scale: float = Field(3.0, ge=1)
-    detector_steps: int = Field(1500, ge=1, description="training steps of the concept classifier used by the check")
+    detector_steps: int = Field(1000, ge=1, description="training steps of the concept classifier used by the check")
+    detector_renders: int = Field(2048, ge=1, description="renders with and (as many) without the concept the classifier learns from")
     samples: int = Field(16, ge=0, description="prompted samples on the contact sheet")
 
 

@@ -45,12 +45,15 @@ def renders(world: Any, seed: int, stream: int, indices: range, concept: str | N
 
 
 class ConceptNet(nn.Module):
-    def __init__(self, width: int = 16):
+    """Four 3x3 convolutions, one stride-2 (a subject is a few pixels wide: keep resolution)."""
+
+    def __init__(self, width: int = 24):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(3, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
             nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.SiLU(),
             # max, not mean: a small subject anywhere in the image is the signal
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(2 * width, 1),
         )

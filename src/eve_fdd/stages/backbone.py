@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,12 @@ from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.backbone import load_backbone, tiny_backbone
 from ..train import backbone as tb
-from ..train.loop import Objective, train
+from ..train.loop import Objective, TrainingOutputs, train
 
 STAGE = "backbone"
 PARAMS = ("profile", "seed", "world", "diffusion", "models.backbone", "backbone")
 CHECKPOINTS = Path("data/checkpoints/backbone")
 
-
-@dataclass
-class Outputs:
-    metrics: dict[str, float]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    artifacts: list[Path] = field(default_factory=list)
 
 
 def objective(cfg: Config, backbone, schedule: NoiseSchedule) -> Objective:
@@ -49,13 +42,13 @@ def objective(cfg: Config, backbone, schedule: NoiseSchedule) -> Objective:
 
 
 def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
-          on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+          on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.profile == "full":
         source = cfg.models.backbone.pretrained
         load_backbone(source)  # a clear error now, not in the adapter stages
         (out_dir / "model.json").write_text(json.dumps({"path": source, "trained": False}, indent=2) + "\n")
-        return Outputs({"trained": 0})
+        return TrainingOutputs({"trained": 0})
 
     b, w = cfg.backbone, cfg.world
     backbone = tiny_backbone(cfg.models.backbone.tiny, w.size, cfg.seed)
@@ -74,10 +67,7 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
     n = min(16, len(after.captions))
     contact_sheet([img[None] for img in after.samples[:n]], sheet, scale=max(1, 96 // w.size), captions=after.captions[:n])
     metrics = {
-        "steps": result.step,
-        "resumed_from": result.resumed_from,
-        "train_seconds": round(result.seconds, 1),
-        "final_loss": sum(r["loss"] for r in result.curve[-8:]) / max(1, len(result.curve[-8:])),
+        **result.summary(b.batch_size),
         "params_unet": sum(p.numel() for p in backbone.unet.parameters()),
         "params_text_encoder": sum(p.numel() for p in backbone.text_encoder.parameters()),
         "check.all_present": after.all_present,
@@ -89,4 +79,4 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
         "check.untrained.shape_recall_other_caption": before.shape_recall_other,
         "check.untrained.background": before.background,
     }
-    return Outputs(metrics, result.curve, [sheet, out_dir / "model.json"])
+    return TrainingOutputs(metrics, result.curve, [sheet, out_dir / "model.json"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +23,16 @@ from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, edit_adapter
 from ..models.registry import build_backbone, trained_path
 from ..train import edit_adapter as te
-from ..train.loop import Objective, train
+from ..train.loop import Objective, TrainingOutputs, train
 
 STAGE = "edit_adapter"
 PARAMS = ("profile", "seed", "world.size", "diffusion", "edit_adapter")
+# what the trained weights depend on: a change to the check's knobs (guidance, eval pairs,
+# samples) resumes from the finished checkpoint and only re-runs the check
+TRAIN_PARAMS = ("profile", "seed", "diffusion", "edit_adapter.train", "edit_adapter.batch_size",
+                "edit_adapter.conditioning_channels", "edit_adapter.text_dropout")
 CHECKPOINTS = Path("data/checkpoints/edit_adapter")
 
-
-@dataclass
-class Outputs:
-    metrics: dict[str, float]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    artifacts: list[Path] = field(default_factory=list)
 
 
 def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: te.EditPairs) -> Objective:
@@ -48,7 +45,7 @@ def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSched
 
 
 def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS,
-          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     out_dir.mkdir(parents=True, exist_ok=True)
     e = cfg.edit_adapter
     if cfg.profile == "full":
@@ -59,7 +56,7 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
                              "Shapes trains its own on edit_pairs")
         ControlNetModel.from_pretrained(e.pretrained)  # a clear error now, not in FDD
         (out_dir / "model.json").write_text(json.dumps({"path": e.pretrained, "trained": False}, indent=2) + "\n")
-        return Outputs({"trained": 0})
+        return TrainingOutputs({"trained": 0})
 
     backbone_path = trained_path(backbone_dir)
     backbone = build_backbone(cfg, backbone_path).freeze()
@@ -73,7 +70,7 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
     obj = objective(cfg, backbone, model, schedule, train_pairs)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
     result = train(obj.modules, obj.step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(PARAMS, (weights, pairs_path)))
+                   fingerprint=cfg.fingerprint(TRAIN_PARAMS, (weights, pairs_path)))
     controlnet.requires_grad_(False).eval()
     controlnet.save_pretrained(out_dir / "model")
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "backbone": str(backbone_path)}, indent=2) + "\n")
@@ -84,19 +81,14 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
         sheet = out_dir / "samples.png"
         contact_sheet(list(found.samples), sheet, scale=max(1, 96 // cfg.world.size), captions=found.labels)
         artifacts.append(sheet)
-    tail = result.curve[-8:]
     metrics = {
-        "steps": result.step,
-        "resumed_from": result.resumed_from,
-        "train_seconds": round(result.seconds, 1),
-        "samples_per_second": round((result.step - result.resumed_from) * e.batch_size / max(result.seconds, 1e-9), 2),
-        "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        **result.summary(e.batch_size),
         "params_controlnet": sum(p.numel() for p in controlnet.parameters()),
         "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs),
         **{f"check.{k}": v for k, v in found.metrics.items()},
     }
-    return Outputs(metrics, result.curve, artifacts)
+    return TrainingOutputs(metrics, result.curve, artifacts)
 
 
 def _epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
@@ -23,19 +22,13 @@ from ..models.adapters import add_lora
 from ..models.registry import build_backbone, trained_path
 from ..train import backbone as tb
 from ..train import lora as tl
-from ..train.loop import Objective, train
+from ..train.loop import Objective, TrainingOutputs, train
 from ..world import vocab
 
 STAGE = "loras"
 PARAMS = ("profile", "seed", "world", "diffusion", "loras")
 WEIGHTS = "pytorch_lora_weights.safetensors"
 
-
-@dataclass
-class Outputs:
-    metrics: dict[str, float]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    artifacts: list[Path] = field(default_factory=list)
 
 
 def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule) -> Objective:
@@ -47,7 +40,7 @@ def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule) -> O
 
 
 def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoints: Path | None = None,
-          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+          progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     known = vocab.SUBJECTS + vocab.RESERVED_STYLES
     if cfg.profile == "shapes" and concept not in known:
         raise ValueError(f"loras: unknown Shapes concept {concept!r}; expected one of {list(known)}")
@@ -63,7 +56,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
         if not (path / WEIGHTS).is_file():
             raise FileNotFoundError(f"loras.pretrained.{concept}: {path / WEIGHTS} not found")
         (out_dir / "model.json").write_text(json.dumps({"path": str(path), "trained": False, "concept": concept}, indent=2) + "\n")
-        return Outputs({"trained": 0})
+        return TrainingOutputs({"trained": 0})
 
     checkpoints = checkpoints or Path("data/checkpoints/loras") / concept
     backbone_path = trained_path(backbone_dir)
@@ -81,21 +74,16 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "concept": concept,
                                                     "backbone": str(backbone_path)}, indent=2) + "\n")
     found = tl.check(backbone, concept, scheduler, cfg.world, cfg.seed, concept, lo.eval_samples, lo.eval_steps,
-                     lo.guidance_scale, lo.detector_steps)
+                     lo.guidance_scale, lo.detector_steps, lo.detector_renders)
     artifacts = [out_dir / "model.json"]
     n = min(lo.samples, len(found.samples))
     if n:
         sheet = out_dir / "samples.png"
         contact_sheet([img[None] for img in found.samples[:n]], sheet, scale=max(1, 96 // cfg.world.size), captions=found.captions[:n])
         artifacts.append(sheet)
-    tail = result.curve[-8:]
     metrics = {
-        "steps": result.step,
-        "resumed_from": result.resumed_from,
-        "train_seconds": round(result.seconds, 1),
-        "samples_per_second": round((result.step - result.resumed_from) * lo.batch_size / max(result.seconds, 1e-9), 2),
-        "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        **result.summary(lo.batch_size),
         "params_lora": sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" in n),
         **{f"check.{k}": round(v, 5) for k, v in found.metrics.items()},
     }
-    return Outputs(metrics, result.curve, artifacts)
+    return TrainingOutputs(metrics, result.curve, artifacts)

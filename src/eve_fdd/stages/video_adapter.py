@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,18 +26,12 @@ from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, motion_parameters, video_adapter
 from ..models.registry import build_backbone, trained_path
 from ..train import video_adapter as tv
-from ..train.loop import Objective, train
+from ..train.loop import Objective, TrainingOutputs, train
 
 STAGE = "video_adapter"
 PARAMS = ("profile", "seed", "world", "videos.fps", "diffusion", "video_adapter")
 CHECKPOINTS = Path("data/checkpoints/video_adapter")
 
-
-@dataclass
-class Outputs:
-    metrics: dict[str, float]
-    curve: list[dict[str, float]] = field(default_factory=list)
-    artifacts: list[Path] = field(default_factory=list)
 
 
 def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSchedule) -> Objective:
@@ -58,7 +51,7 @@ def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSched
 
 
 def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
-          on_log: Callable[[dict[str, float]], None] | None = None) -> Outputs:
+          on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     out_dir.mkdir(parents=True, exist_ok=True)
     v, w = cfg.video_adapter, cfg.world
     if cfg.profile == "full":
@@ -66,7 +59,7 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
 
         MotionAdapter.from_pretrained(v.pretrained)  # a clear error now, not in FDD
         (out_dir / "model.json").write_text(json.dumps({"path": v.pretrained, "trained": False}, indent=2) + "\n")
-        return Outputs({"trained": 0})
+        return TrainingOutputs({"trained": 0})
 
     backbone_path = trained_path(backbone_dir)
     backbone = build_backbone(cfg, backbone_path).freeze()
@@ -107,15 +100,10 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
             gif.parent.mkdir(parents=True, exist_ok=True)
             write_gif(after.samples[i], gif, fps=cfg.videos.fps, scale=scale)
             artifacts.append(gif)
-    tail = result.curve[-8:]
     metrics = {
-        "steps": result.step,
-        "resumed_from": result.resumed_from,
-        "train_seconds": round(result.seconds, 1),
-        "samples_per_second": round((result.step - result.resumed_from) * v.batch_size / max(result.seconds, 1e-9), 3),
-        "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        **result.summary(v.batch_size),
         "params_motion": sum(p.numel() for p in motion_parameters(unet)),
         **{f"check.{k}": round(val, 5) for k, val in after.metrics.items()},
         **{f"check.independent.{k}": round(val, 5) for k, val in before.metrics.items() if "ground_truth" not in k},
     }
-    return Outputs(metrics, result.curve, artifacts)
+    return TrainingOutputs(metrics, result.curve, artifacts)

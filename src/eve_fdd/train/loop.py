@@ -53,6 +53,30 @@ class TrainResult:
     seconds: float = 0.0
     checkpoint: Path | None = None
 
+    def summary(self, batch_size: int) -> dict[str, float]:
+        """The head of every training stage's metrics: steps (and where a resumed run
+        started), time and samples/s of the steps taken in this run, mean loss of the last 8
+        logged steps."""
+        tail = self.curve[-8:]
+        taken = self.step - self.resumed_from
+        return {
+            "steps": self.step,
+            "resumed_from": self.resumed_from,
+            "train_seconds": round(self.seconds, 1),
+            "samples_per_second": round(taken * batch_size / max(self.seconds, 1e-9), 3),
+            "final_loss": sum(r["loss"] for r in tail) / max(1, len(tail)),
+        }
+
+
+@dataclass
+class TrainingOutputs:
+    """What a training stage's `build` returns to its flow (flows/training.py): the metrics
+    json, the loss curve (a DVC plot) and the files logged to MLflow."""
+
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+
 
 def trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
     """Parameters that require gradients, named `<module>.<parameter>`."""

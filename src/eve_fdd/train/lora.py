@@ -43,9 +43,10 @@ class LoraCheck:
 
 @torch.no_grad()
 def check(backbone: Any, adapter: str, scheduler: Any, world: Any, seed: int, concept: str, count: int, steps: int,
-          guidance_scale: float, detector_steps: int) -> LoraCheck:
+          guidance_scale: float, detector_steps: int, detector_renders: int = 2048) -> LoraCheck:
     """How often the concept shows: prompted (LoRA on), unprompted (LoRA on), prompted (LoRA off)."""
-    detector = train_detector(concept, world, seed, CONCEPT_DETECTOR_TRAIN_STREAM, CONCEPT_DETECTOR_EVAL_STREAM, steps=detector_steps)
+    detector = train_detector(concept, world, seed, CONCEPT_DETECTOR_TRAIN_STREAM, CONCEPT_DETECTOR_EVAL_STREAM,
+                              count=detector_renders, steps=detector_steps)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     timesteps = inference_timesteps(scheduler, steps)
     _, with_c = renders(world, seed, LORA_EVAL_STREAM, range(count), concept)
