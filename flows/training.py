@@ -29,8 +29,8 @@ def run_training_stage(stage: ModuleType, build: Build, params: str, item: str |
     metrics = Path("metrics") / (f"{stage.STAGE}/{item}.json" if item else f"{stage.STAGE}.json")
     plot = Path("plots") / (f"{stage.STAGE}/{item}_loss.json" if item else f"{stage.STAGE}_loss.json")
     with tracking.stage_run(cfg, name, stage.PARAMS, env=os.environ) as run:
-        def on_log(row: dict[str, float]) -> None:
-            run.log_metrics({"train.loss": row["loss"]}, step=int(row["step"]))
+        def on_log(row: dict[str, float]) -> None:  # every logged term: losses, grad norms, timesteps, ...
+            run.log_metrics({f"train.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
 
         # NO_CACHE: the task's inputs (the MLflow run's callback) are not hashable
         out = task(build, name=f"train-{stage.STAGE.replace('_', '-')}", cache_policy=NO_CACHE)(cfg, on_log)

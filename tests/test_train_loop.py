@@ -102,3 +102,53 @@ def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
     res = train(m2, _step_fn(m2), CFG.model_copy(update={"steps": 4}), tmp_path, progress=False, fingerprint="b")
     assert res.resumed_from == 0 and len(res.curve) == 4
     assert json.loads((res.checkpoint / "state.json").read_text())["fingerprint"] == "b"
+
+
+def _with_critic(seed: int = 0):
+    from eve_fdd.train.loop import Critic
+
+    m = _model(seed)
+    torch.manual_seed(seed + 1)
+    critic_modules = {"critic": torch.nn.Linear(1, 1)}
+    main = _step_fn(m)
+    seen = []
+
+    def step(i, gen):
+        loss, logs = main(i, gen)
+        return loss, logs
+
+    def critic_step(i, gen):
+        seen.append(i)
+        x = torch.randn(8, 1, generator=gen)
+        return ((critic_modules["critic"](x) - 2 * x) ** 2).mean(), {"critic_x": float(x.mean())}
+
+    return m, critic_modules, step, Critic(critic_modules, critic_step, lr=5e-2, active=lambda i: i >= 4), seen
+
+
+def test_a_critic_trains_when_active_and_resumes_with_the_main_role(tmp_path):
+    m, c, step, critic, seen = _with_critic()
+    before = _state(c)
+    res = train(m, step, CFG, tmp_path / "full", progress=False, critic=critic)
+    assert seen == list(range(4, 12))
+    assert "critic.loss" in res.curve[5] and "critic.loss" not in res.curve[3] and "grad_norm" in res.curve[0]
+    assert not torch.equal(_state(c)["critic.weight"], before["critic.weight"])
+    weights = load_file(res.checkpoint / "weights.safetensors")
+    assert {"critic.weight", "critic.bias"} <= set(weights) and any(k.startswith("head.") for k in weights)
+
+    m1, c1, step1, critic1, _ = _with_critic()
+    train(m1, step1, CFG.model_copy(update={"steps": 6}), tmp_path / "cut", progress=False, critic=critic1)
+    m2, c2, step2, critic2, seen2 = _with_critic()  # a new process
+    again = train(m2, step2, CFG, tmp_path / "cut", progress=False, critic=critic2)
+    assert again.resumed_from == 6 and seen2 == list(range(6, 12))
+    for k, v in (_state(m) | _state(c)).items():
+        assert torch.allclose((_state(m2) | _state(c2))[k], v, atol=1e-6), k
+
+
+def test_a_critic_must_train_something_of_its_own(tmp_path):
+    from eve_fdd.train.loop import Critic
+
+    m = _model()
+    with pytest.raises(ValueError, match="shared with the main role"):
+        train(m, _step_fn(m), CFG, tmp_path, progress=False, critic=Critic({"head": m["head"]}, _step_fn(m), lr=1e-2))
+    with pytest.raises(ValueError, match="requires gradients"):
+        train(m, _step_fn(m), CFG, tmp_path, progress=False, critic=Critic({"frozen": m["frozen"]}, _step_fn(m), lr=1e-2))

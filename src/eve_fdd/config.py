@@ -225,7 +225,7 @@ class LorasStageConfig(Section):
     concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="Shapes: reserved subjects and styles, one LoRA each")
     pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft layout)")
     rank: int = Field(8, ge=1)
-    train: TrainConfig = TrainConfig(steps=1200, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
+    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
     batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
     eval_samples: int = Field(64, ge=1, description="samples per condition in the check")
@@ -234,6 +234,61 @@ class LorasStageConfig(Section):
     detector_steps: int = Field(1000, ge=1, description="training steps of the concept classifier used by the check")
     detector_renders: int = Field(2048, ge=1, description="renders with and (as many) without the concept the classifier learns from")
     samples: int = Field(16, ge=0, description="prompted samples on the contact sheet")
+
+
+FDD_VARIANTS = ("full", "no_align", "no_sds", "no_disc", "uniform_k", "random_init")
+
+
+class DiscriminatorConfig(Section):
+    """The frozen feature network and the trainable heads (METHOD.md section 5)."""
+
+    pretrained: str = Field("facebook/dinov2-base", description="full profile: a Dinov2Model hub id or local directory")
+    image_size: int = Field(224, ge=14, description="full profile: frames are resized to this for DINOv2")
+    hidden_size: int = Field(64, ge=8, description="Shapes: width of the small seeded Dinov2Model")
+    layers: int = Field(4, ge=1, description="Shapes: its depth")
+    heads: int = Field(4, ge=1)
+    patch_size: int = Field(4, ge=1)
+    feature_layers: tuple[int, ...] = Field((2, 4), min_length=1, description="layers whose features get a head (1-based)")
+    head_width: int = Field(64, ge=8)
+    head_heads: int = Field(4, ge=1, description="attention heads of each head's attention layer")
+    lr: float = Field(1e-4, gt=0, description="constant, no warm-up")
+
+
+class FddConfig(Section):
+    """Factorized Diffusion Distillation (METHOD.md sections 4-8); paper values in comments of params.yaml."""
+
+    variants: tuple[str, ...] = Field(FDD_VARIANTS, description="ablation variants `dvc repro` runs (stage fdd, foreach; [] runs none)")
+    iterations: int = Field(150, ge=0, description="paper: 1,500")
+    batch_size: int = Field(2, ge=1, description="clips per iteration (paper: 64)")
+    lr: float = Field(1e-4, gt=0, description="the student's LoRA; constant, no warm-up (paper: 1e-5)")
+    k: int = Field(3, ge=1, description="student steps, backpropagated through (paper: 3)")
+    sds_only_fraction: float = Field(0.6667, ge=0, le=1, description="share of the iterations with SDS only (paper: 1,000 of 1,500)")
+    alpha: float = Field(0.5, ge=0, description="weight of the edit teacher's terms")
+    beta: float = Field(0.5, ge=0, description="weight of the video teacher's terms")
+    lam: float = Field(2.5, ge=0, description="lambda: SDS against the adversarial term")
+    sds_weighting: Literal["uniform", "alpha"] = "uniform"
+    sds_t_range: tuple[float, float] = (0.02, 0.98)
+    lora_rank: int = Field(8, ge=1)
+    grad_clip: float = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    pool_size: int = Field(32, ge=1, description="data points held with their teacher samples")
+    pool_refresh: float = Field(0.01, ge=0, le=1, description="share of the pool replaced per iteration, on average")
+    teacher_steps: int = Field(12, ge=1, description="DDIM steps of the teachers' samples in the pool")
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(5, ge=1)
+    eval_items: int = Field(56, ge=1, description="held-out data points edited and scored, spread evenly over the tasks")
+    samples: int = Field(7, ge=0, description="input | edited | ground truth rows on the contact sheet and GIFs")
+
+    @model_validator(mode="after")
+    def _known_variants(self) -> "FddConfig":
+        unknown = [v for v in self.variants if v not in FDD_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown FDD variant(s) {unknown}; expected some of {list(FDD_VARIANTS)}")
+        lo, hi = self.sds_t_range
+        if not 0 <= lo < hi <= 1:
+            raise ValueError(f"sds_t_range must satisfy 0 <= lo < hi <= 1, got {self.sds_t_range}")
+        return self
 
 
 class TrackingConfig(Section):
@@ -255,6 +310,7 @@ class Config(Section):
     edit_adapter: EditAdapterStageConfig = EditAdapterStageConfig()
     video_adapter: VideoAdapterStageConfig = VideoAdapterStageConfig()
     loras: LorasStageConfig = LorasStageConfig()
+    fdd: FddConfig = FddConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     def section(self, dotted: str) -> Any:

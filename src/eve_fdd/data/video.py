@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
-from av.container import InputContainer
-from av.video.stream import VideoStream
 from PIL import Image, ImageDraw, ImageFont
+
+if TYPE_CHECKING:  # PyAV is imported where a video file is read or written, not by the array helpers
+    from av.container import InputContainer
+    from av.video.stream import VideoStream
 
 DEFAULT_FPS = 8.0  # used when the container declares no frame rate
 GAP = 2  # pixels between contact-sheet cells
@@ -46,6 +48,8 @@ class ClipError(Exception):
 @contextmanager
 def _video_stream(path: PathLike) -> Iterator[tuple[InputContainer, VideoStream]]:
     """Open the first video stream of `path`; FFmpeg errors inside the block become ClipError."""
+    import av
+
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -143,6 +147,8 @@ def write_gif(frames: np.ndarray, path: PathLike, fps: float, scale: int = 1) ->
     Written with FFmpeg rather than PIL because PIL merges identical consecutive frames,
     which would change the frame count seen by `read_video`.
     """
+    import av
+
     _check_frames(frames)
     frames = _upscale(frames, scale)
     height, width = frames.shape[1:3]
@@ -156,6 +162,8 @@ def write_gif(frames: np.ndarray, path: PathLike, fps: float, scale: int = 1) ->
 
 def write_mp4(frames: np.ndarray, path: PathLike, fps: float, scale: int = 1) -> None:
     """H.264 / yuv420p MP4 (plays everywhere); edge-padded by one pixel where a side is odd."""
+    import av
+
     _check_frames(frames)
     frames = _upscale(frames, scale)
     height, width = frames.shape[1:3]

@@ -33,7 +33,6 @@ PARAMS = ("profile", "seed", "world", "videos.fps", "diffusion", "video_adapter"
 CHECKPOINTS = Path("data/checkpoints/video_adapter")
 
 
-
 def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSchedule) -> Objective:
     """The temporal layers learn frames 1.. of freshly rendered clips from frame 0 and the caption."""
     v, w = cfg.video_adapter, cfg.world

@@ -3,7 +3,9 @@
 A stage gives it the modules to train (only parameters with `requires_grad` are trained and
 saved) and a `step_fn(step, generator) -> (loss, logs)` that draws its own batch from the
 generator, which is seeded by (seed, step): so a run interrupted and resumed from a checkpoint
-takes exactly the steps the uninterrupted run would have taken.
+takes exactly the steps the uninterrupted run would have taken. A second role (a `Critic`,
+FDD's discriminators) can train in the same loop with its own optimiser, after the main role
+at every step where it is active; both are checkpointed together.
 
 Checkpoints (every `checkpoint_every` steps and at the end) are directories
 `checkpoints/step-000123/` holding `weights.safetensors` (trainable parameters by name),
@@ -43,6 +45,18 @@ class Objective:
 
     def step_fn(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(self.batch(step), generator), {}
+
+
+@dataclass
+class Critic:
+    """A second role trained after the main one at each step where `active(step)` holds:
+    its own modules (names distinct from the main role's), step function (it may read what
+    the main step left for it) and AdamW at a constant learning rate `lr`."""
+
+    modules: dict[str, torch.nn.Module]
+    step_fn: StepFn
+    lr: float
+    active: Callable[[int], bool] = lambda step: True
 
 
 @dataclass
@@ -96,10 +110,12 @@ def train(
     progress: bool = True,
     on_log: Callable[[dict[str, float]], None] | None = None,
     fingerprint: str = "",
+    critic: Critic | None = None,
 ) -> TrainResult:
     """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any.
     `fingerprint` names what is being trained (e.g. a hash of its config): checkpoints
-    written under another fingerprint are removed instead of resumed."""
+    written under another fingerprint are removed instead of resumed. Logged rows carry the
+    gradient norm before clipping (`grad_norm`, and `critic.grad_norm` with a critic)."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -117,6 +133,16 @@ def train(
         module.train()
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     opt = accelerator.prepare(opt)
+    roles = [(params, opt)]
+    if critic is not None:
+        critic_params = trainable(critic.modules)
+        clash = sorted(set(critic_params) & set(params))
+        if not critic_params or clash:
+            raise ValueError(f"critic: {'no parameter of ' + str(sorted(critic.modules)) + ' requires gradients' if not critic_params else 'parameter names shared with the main role: ' + str(clash[:3])}")
+        for module in critic.modules.values():
+            module.train()
+        copt = accelerator.prepare(torch.optim.AdamW(list(critic_params.values()), lr=critic.lr, weight_decay=0.0))
+        roles.append((critic_params, copt))
     ema = EMAModel(list(params.values()), decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
 
     result = TrainResult(step=0, resumed_from=0)
@@ -126,7 +152,7 @@ def train(
         shutil.rmtree(ckpt.parent)
         ckpt = None
     if ckpt is not None:
-        result = _load(ckpt, params, opt, ema)
+        result = _load(ckpt, roles, ema)
     start = time.perf_counter()
     bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not progress, mininterval=1.0)
     for step in bar:
@@ -138,10 +164,19 @@ def train(
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip)
+        logs = {**logs, "grad_norm": float(accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip))}
         opt.step()
         if ema is not None:
             ema.step(list(params.values()))
+        if critic is not None and critic.active(step):
+            critic_loss, critic_logs = critic.step_fn(step, gen)
+            if not torch.isfinite(critic_loss):
+                raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
+            copt.zero_grad(set_to_none=True)
+            accelerator.backward(critic_loss)
+            norm = accelerator.clip_grad_norm_(list(critic_params.values()), cfg.grad_clip)
+            copt.step()
+            logs = {**logs, **critic_logs, "critic.loss": float(critic_loss.detach()), "critic.grad_norm": float(norm)}
         result.step = step + 1
         if step % cfg.log_every == 0 or result.step == cfg.steps:
             row = {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}
@@ -150,17 +185,20 @@ def train(
             if on_log:
                 on_log(row)
         if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
-            _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints, fingerprint)
+            _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint)
     result.seconds = time.perf_counter() - start
     last = latest_checkpoint(out_dir)
     done = last is not None and last.name == f"step-{result.step:06d}"
-    result.checkpoint = last if done else _save(out_dir, result, params, opt, ema, cfg.keep_checkpoints, fingerprint)
+    result.checkpoint = last if done else _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint)
     if ema is not None:
         ema.copy_to(list(params.values()))  # the modules end with the averaged weights
     return result
 
 
-def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any, keep: int, fingerprint: str = "") -> Path:
+Roles = list[tuple[dict[str, torch.nn.Parameter], Any]]  # (trainable parameters by name, their optimiser) per role
+
+
+def _save(out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int, fingerprint: str = "") -> Path:
     from safetensors.torch import save_file
 
     root = out_dir / "checkpoints"
@@ -168,13 +206,16 @@ def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Paramet
     tmp = root / f".tmp-step-{result.step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    params = {n: p for role, _ in roles for n, p in role.items()}
     save_file({n: p.detach().contiguous() for n, p in params.items()}, tmp / "weights.safetensors")
     moments = {}
-    index = {id(p): n for n, p in params.items()}
-    for p, state in opt.state.items():
-        for key, value in state.items():
-            moments[f"{index[id(p)]}::{key}"] = value.detach().contiguous() if torch.is_tensor(value) else torch.tensor(value)
+    for role, opt in roles:
+        index = {id(p): n for n, p in role.items()}
+        for p, state in opt.state.items():
+            for key, value in state.items():
+                moments[f"{index[id(p)]}::{key}"] = value.detach().contiguous() if torch.is_tensor(value) else torch.tensor(value)
     save_file(moments, tmp / "optimizer.safetensors")
+    params = roles[0][0]  # EMA follows the main role only
     if ema is not None:
         save_file({n: s.contiguous() for n, s in zip(params, ema.shadow_params)}, tmp / "ema.safetensors")
     state = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None, "fingerprint": fingerprint}
@@ -187,9 +228,10 @@ def _save(out_dir: Path, result: TrainResult, params: dict[str, torch.nn.Paramet
     return final
 
 
-def _load(ckpt: Path, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any) -> TrainResult:
+def _load(ckpt: Path, roles: Roles, ema: Any) -> TrainResult:
     from safetensors.torch import load_file
 
+    params = {n: p for role, _ in roles for n, p in role.items()}
     weights = load_file(ckpt / "weights.safetensors")
     if set(weights) != set(params):
         extra, missing = sorted(set(weights) - set(params)), sorted(set(params) - set(weights))
@@ -201,9 +243,11 @@ def _load(ckpt: Path, params: dict[str, torch.nn.Parameter], opt: Any, ema: Any)
     for key, value in load_file(ckpt / "optimizer.safetensors").items():
         name, moment = key.split("::", 1)
         states.setdefault(name, {})[moment] = value
-    for n, p in params.items():
-        if n in states:
-            opt.state[p] = states[n]
+    for role, opt in roles:
+        for n, p in role.items():
+            if n in states:
+                opt.state[p] = states[n]
+    params = roles[0][0]
     state = json.loads((ckpt / "state.json").read_text())
     if ema is not None:
         if (ckpt / "ema.safetensors").is_file():

@@ -1,0 +1,80 @@
+"""FDD variants over several seeds, straight through the stage library (no DVC, Prefect or
+MLflow), for a quick multi-seed table on a machine with more cores; the tracked way is
+`dvc exp run -S seed=N` per seed. Reads the teachers and data that `dvc repro` wrote.
+
+    python benchmarks/fdd_seeds.py --seeds 0 1 2 --variants full no_align [--jobs 3] [--out fdd_seeds.json]
+
+Each (variant, seed) runs in its own process (torch threads = cores / jobs), with its own
+checkpoint and output folders under `--work`; prints mean ± std over seeds of the held-out
+metrics (lower is better: errors against the Shapes ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ("eval.fidelity.all.mean", "eval.fidelity.changed.mean", "eval.fidelity.kept.mean", "eval.temporal.mean", "eval.frame_change.mean")
+DATA = Path("data")
+
+
+def one(params: str, variant: str, seed: int, work: Path) -> dict:
+    from eve_fdd.config import load_config
+    from eve_fdd.stages import fdd
+
+    cfg = load_config(params, {"seed": seed})
+    start = time.perf_counter()
+    out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
+                    DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False)
+    return {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **out.metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=["full", "no_align"])
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=Path(".cache/fdd_seeds"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work)))
+        return
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+    def run(job):
+        variant, seed = job
+        cmd = [sys.executable, __file__, "--params", args.params, "--work", str(args.work), "--one", variant, str(seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode:
+            raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"{variant} seed {seed}: {row['seconds']} s, " + ", ".join(f"{k}={row.get(k)}" for k in KEYS), flush=True)
+        return row
+
+    jobs = [(v, s) for v in args.variants for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(run, jobs))
+    table = {}
+    for v in args.variants:
+        mine = [r for r in rows if r["variant"] == v]
+        table[v] = {k: (round(float(np.mean([r[k] for r in mine])), 5), round(float(np.std([r[k] for r in mine])), 5)) for k in KEYS}
+        table[v]["identity"] = {k: mine[0].get(k.replace("eval.", "eval.identity.")) for k in KEYS}
+    print(json.dumps(table, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps({"rows": rows, "table": table}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Flow for DVC stage `fdd@<variant>`: `python -m flows.fdd VARIANT [--params params.yaml]`
+(writes metrics/fdd/VARIANT.json and plots/fdd/VARIANT_loss.json)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prefect import flow
+
+from eve_fdd.stages import fdd
+
+from .training import run_training_stage
+
+DATA = Path("data")
+
+
+@flow(name="fdd", log_prints=True)
+def fdd_flow(variant: str, params: str = "params.yaml") -> dict[str, float]:
+    def build(cfg, on_log):
+        return fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet",
+                         DATA / "backbone", DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd" / variant, on_log=on_log)
+
+    return run_training_stage(fdd, build, params, item=variant)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variant", help="an ablation variant in fdd.variants (full, no_align, no_sds, no_disc, uniform_k, random_init)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    fdd_flow(args.variant, args.params)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""FDD's data: input-only (METHOD.md section 3). A data point is one accepted instruction of
+the `instructions` stage (video set) with its input video from the `videos` stage:
+y = (output caption, instruction, input video), plus the task label. No edited video is
+ever read; for Shapes the instruction row's edit spec lets the evaluation render the ground
+truth (`ground_truth`), which training never touches.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data import tables
+from ..models.adapters import task_ids
+from ..world import EditSpec, Scene, apply_edit, render_video
+from .batch import EditBatch
+from .pool import DataFn
+
+
+@dataclass
+class FddItems:
+    """The data points of one split, in instruction-table order."""
+
+    row_ids: list[str]
+    video_ids: list[str]
+    tasks: list[str]
+    instructions: list[str]
+    input_captions: list[str]
+    output_captions: list[str]
+    edit_specs: list[str | None]
+    scenes: list[str | None]
+    frames: np.ndarray  # (N, F, H, W, 3) uint8, the input video of each data point
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out (counted, never silent)
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+    def take(self, index: Sequence[int]) -> "FddItems":
+        index = list(index)
+        pick = lambda xs: [xs[i] for i in index]  # noqa: E731
+        return FddItems(pick(self.row_ids), pick(self.video_ids), pick(self.tasks), pick(self.instructions),
+                        pick(self.input_captions), pick(self.output_captions), pick(self.edit_specs), pick(self.scenes),
+                        self.frames[index], dict(self.skipped))
+
+
+def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: Sequence[str] | None = None) -> FddItems:
+    """Accepted video-set instructions whose video is in `split` ("train" or "test"),
+    optionally only `tasks`. Rejected instructions are counted in `skipped`; an instruction
+    whose video is missing from the videos table is an error naming both files."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    video_rows = {r["video_id"]: r for r in tables.read_table(tables.VIDEOS, videos)}
+    skipped: Counter[str] = Counter()
+    keep = []
+    for row in tables.read_table(tables.INSTRUCTIONS, instructions):
+        if row["set"] != "videos":
+            raise ValueError(f"{instructions}: row {row['row_id']!r} belongs to the {row['set']!r} set; "
+                             "FDD reads the `instructions` stage's video set (data/instructions/videos.parquet)")
+        video = video_rows.get(row["video_id"])
+        if video is None:
+            raise ValueError(f"{instructions}: row {row['row_id']!r} names video {row['video_id']!r}, which is not in {videos}")
+        if video["split"] != split or (tasks is not None and row["task"] not in tasks):
+            continue
+        if row["status"] != "accepted":
+            skipped[f"instruction_{row['status']}"] += 1
+            continue
+        keep.append((row, video))
+    if not keep:
+        raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
+                         + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
+    return FddItems(
+        row_ids=[r["row_id"] for r, _ in keep], video_ids=[r["video_id"] for r, _ in keep], tasks=[r["task"] for r, _ in keep],
+        instructions=[r["instruction"] for r, _ in keep], input_captions=[r["input_caption"] for r, _ in keep],
+        output_captions=[r["output_caption"] for r, _ in keep], edit_specs=[r["edit_spec"] for r, _ in keep],
+        scenes=[v["scene"] for _, v in keep], frames=np.stack([tables.frames_from_row(v) for _, v in keep]), skipped=dict(skipped),
+    )
+
+
+def to_model_space(frames: np.ndarray, vae: Any = None) -> torch.Tensor:
+    """uint8 (N, F, H, W, 3) -> clips (N, C, F, H', W'): pixels in [-1, 1], or the VAE's
+    scaled latents for a latent backbone (full profile)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
+    if vae is None:
+        return x
+    n, c, f, h, w = x.shape
+    with torch.no_grad():
+        flat = x.transpose(1, 2).reshape(n * f, c, h, w).to(vae.device, vae.dtype)
+        latents = vae.encode(flat).latent_dist.mode() * vae.config.scaling_factor
+    return latents.reshape(n, f, *latents.shape[1:]).transpose(1, 2).float().cpu()
+
+
+def data_fn(items: FddItems, encode_text: Any, vae: Any = None) -> DataFn:
+    """Indices of `items` -> their EditBatch (texts encoded by the frozen text encoder)."""
+
+    def load(index: Sequence[int]) -> EditBatch:
+        part = items.take(index)
+        with torch.no_grad():
+            return EditBatch(to_model_space(part.frames, vae), encode_text(part.output_captions),
+                             encode_text(part.instructions), task_ids(part.tasks))
+
+    return load
+
+
+def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int) -> np.ndarray:
+    """Shapes: the edited video (F, H, W, 3) uint8, the scene re-rendered after the edit with
+    the same motion. Only the evaluation reads it."""
+    if items.scenes[i] is None or items.edit_specs[i] is None:
+        raise ValueError(f"{items.row_ids[i]}: no scene or edit spec; a ground truth exists for Shapes videos only")
+    scene = Scene.from_json(items.scenes[i])
+    return render_video(apply_edit(scene, EditSpec.from_json(items.edit_specs[i])), frames, size, supersample)

@@ -1,0 +1,125 @@
+"""One FDD iteration (METHOD.md section 4), split by role as plain methods:
+`student_step` (generate through k steps, SDS from both teachers, adversarial terms) and
+`discriminator_step` (hinge loss on teacher samples vs the student's). Each returns
+(loss, logs); the caller owns the two optimisers and clears gradients between them.
+
+Loss (section 4.5): L = α (L_adv^e + λ L_SDS^e) + β (L_adv^v + λ L_SDS^v). The adversarial
+terms are off before `adversarial_start` (the paper: SDS only for the first 1,000 of 1,500
+iterations). Frame 0 of every clip is the edited first frame that conditions the video
+adapter, made by the edit teacher, not by the student: it is left out of every loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..diffusion import NoiseSchedule, student_timesteps
+from ..models.adapters import frames_to_batch
+from .batch import EditBatch
+from .discriminators import EditDiscriminator, VideoDiscriminator
+from .losses import hinge_discriminator, hinge_generator, sds_loss, sds_timesteps, sds_weight
+from .student import Student
+from .teachers import EditTeacher, VideoTeacher
+
+STUDENT_FRAMES = slice(1, None)  # frame 0 is the conditioning frame
+
+
+@dataclass(frozen=True)
+class Settings:
+    k: int = 3                      # student steps, backpropagated through (section 4.1)
+    inference_steps: int = 24       # T: K-bin splits them into k bins
+    timesteps: str = "kbin"         # kbin | uniform (the "w/o K-bin" ablation)
+    sds: bool = True
+    adversarial: bool = True
+    adversarial_start: int = 0      # iteration from which the adversarial terms count
+    alpha: float = 0.5              # weight of the edit teacher's terms
+    beta: float = 0.5               # weight of the video teacher's terms
+    lam: float = 2.5                # λ: SDS vs adversarial
+    sds_weighting: str = "uniform"  # c(t), losses.sds_weight
+    sds_t_range: tuple[float, float] = (0.02, 0.98)
+
+    def __post_init__(self) -> None:
+        if not (self.sds or self.adversarial):
+            raise ValueError("FDD settings: with neither SDS nor the adversarial terms nothing is trained")
+
+    def adversarial_on(self, iteration: int) -> bool:
+        return self.adversarial and (iteration >= self.adversarial_start or not self.sds)
+
+
+class FDD:
+    def __init__(self, student: Student, edit_teacher: EditTeacher, video_teacher: VideoTeacher,
+                 d_edit: EditDiscriminator, d_video: VideoDiscriminator, scheduler, schedule: NoiseSchedule, settings: Settings):
+        self.student, self.edit_teacher, self.video_teacher = student, edit_teacher, video_teacher
+        self.d_edit, self.d_video = d_edit, d_video
+        self.scheduler, self.schedule, self.settings = scheduler, schedule, settings
+
+    def discriminator_parameters(self) -> list[torch.nn.Parameter]:
+        seen, out = set(), []
+        for p in list(self.d_edit.parameters()) + list(self.d_video.parameters()):
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+        return out
+
+    def student_step(self, batch: EditBatch, iteration: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """(loss, logs, the generated clips detached for the discriminator step)."""
+        s = self.settings
+        ts = student_timesteps(self.scheduler, s.inference_steps, s.k, s.timesteps, generator)
+        fake = self.student.generate(torch.randn(batch.source.shape, generator=generator), batch, ts)
+        logs: dict[str, float] = {f"timestep.{i}": float(t) for i, t in enumerate(ts)}
+        edit_terms = fake.new_zeros(())
+        video_terms = fake.new_zeros(())
+        if s.sds:
+            b = fake.shape[0]
+            t = sds_timesteps(self.schedule, b, s.sds_t_range, generator)
+            w = sds_weight(self.schedule, t, s.sds_weighting)
+            le, log_e = sds_loss(fake, lambda x, tt: self.edit_teacher.x0(x, tt, batch), self.schedule, t,
+                                 torch.randn(fake.shape, generator=generator), w, STUDENT_FRAMES)
+            lv, log_v = sds_loss(fake, lambda x, tt: self.video_teacher.x0(x, tt, batch), self.schedule, t,
+                                 torch.randn(fake.shape, generator=generator), w, STUDENT_FRAMES)
+            edit_terms = edit_terms + s.lam * le
+            video_terms = video_terms + s.lam * lv
+            logs.update({"sds_edit": log_e["sds"], "sds_video": log_v["sds"], "sds.t_mean": float(t.float().mean())})
+        if s.adversarial_on(iteration):
+            with _frozen(self.d_edit, self.d_video):
+                ge, _ = hinge_generator(self._d_edit(batch, fake))
+                gv, _ = hinge_generator(self.d_video(fake, batch.caption_emb))
+            edit_terms = edit_terms + ge
+            video_terms = video_terms + gv
+            logs.update({"adv_edit": float(ge.detach()), "adv_video": float(gv.detach())})
+        loss = s.alpha * edit_terms + s.beta * video_terms
+        logs["loss"] = float(loss.detach())
+        return loss, logs, fake.detach()
+
+    def discriminator_step(self, batch: EditBatch, fake: torch.Tensor, edit_real: torch.Tensor,
+                           video_real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """L_D = L_D^e + L_D^v: the edit teacher's frames and the video teacher's clips are
+        real, the student's (detached) clips fake."""
+        fake = fake.detach()
+        de, log_e = hinge_discriminator(self._d_edit(batch, edit_real), self._d_edit(batch, fake))
+        dv, log_v = hinge_discriminator(self.d_video(video_real, batch.caption_emb), self.d_video(fake, batch.caption_emb))
+        logs = {f"edit.{k}": v for k, v in log_e.items()} | {f"video.{k}": v for k, v in log_v.items()}
+        return de + dv, logs
+
+    def _d_edit(self, batch: EditBatch, clips: torch.Tensor) -> torch.Tensor:
+        """D_e on frames 1.. of `clips`: (input frame, instruction, output frame) per frame."""
+        f = clips.shape[2] - 1
+        return self.d_edit(frames_to_batch(batch.source[:, :, STUDENT_FRAMES]), batch.instruction_emb.repeat_interleave(f, 0),
+                           frames_to_batch(clips[:, :, STUDENT_FRAMES]))
+
+
+class _frozen:
+    """Discriminator weights without gradients while the student's loss runs through them."""
+
+    def __init__(self, *modules: torch.nn.Module):
+        self.params = [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    def __enter__(self) -> None:
+        for p in self.params:
+            p.requires_grad_(False)
+
+    def __exit__(self, *exc) -> None:
+        for p in self.params:
+            p.requires_grad_(True)

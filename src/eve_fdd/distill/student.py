@@ -1,0 +1,73 @@
+"""The EVE student (METHOD.md section 2): ε_{θ+LoRA,ψ,ϕ}.
+
+The backbone with the video adapter's temporal layers (a `UNetMotionModel`) and a peft LoRA
+on its spatial attention, plus the edit ControlNet run frame by frame on the input video.
+In the EVE setting only the LoRA is trained (`trainable="lora"`); the ablation "Random
+Init" (section 8) trains the ControlNet, the temporal layers and the LoRA (`"all"`; ours:
+the backbone's own weights stay frozen there too, the LoRA standing for their fine-tuning).
+
+`generate` runs DDIM from noise over the k given timesteps with gradients through every
+step (section 4.1); frame 0 is the edited first frame that conditions the video adapter,
+replaced at every step exactly as the video adapter was trained and sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..diffusion import NoiseSchedule, ddim_sample
+from ..models.adapters import EditVideoModel, add_lora, motion_parameters, with_first_frame
+from .batch import EditBatch
+
+TRAINABLE = ("lora", "all")
+
+
+class Student:
+    def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, *, lora_name: str = "fdd", lora_rank: int = 4,
+                 trainable: str = "lora", gradient_checkpointing: bool = False):
+        if type(unet).__name__ != "UNetMotionModel":
+            raise ValueError(f"Student: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
+        if trainable not in TRAINABLE:
+            raise ValueError(f"Student: trainable={trainable!r}; expected one of {TRAINABLE}")
+        unet.requires_grad_(False)
+        controlnet.requires_grad_(False)
+        add_lora(unet, lora_name, rank=lora_rank)  # leaves only the LoRA trainable
+        if trainable == "all":
+            controlnet.requires_grad_(True)
+            for p in motion_parameters(unet):
+                p.requires_grad_(True)
+        if gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            controlnet.enable_gradient_checkpointing()
+        self.model = EditVideoModel(unet, controlnet)
+        self.schedule = schedule
+        self.lora_name = lora_name
+        self.trainable = trainable
+
+    @property
+    def unet(self) -> Any:
+        return self.model.unet
+
+    @property
+    def controlnet(self) -> Any:
+        return self.model.controlnet
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """What the optimiser and checkpoints see (only parameters that require grad train)."""
+        return {"unet": self.unet, "controlnet": self.controlnet}
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
+
+    def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        first = batch.needs_first()
+        return self.model(with_first_frame(x_t, first), t, batch.caption_emb, batch.instruction_emb, batch.source, batch.tasks)
+
+    def generate(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The edited clip x'_0 (B, C, F, H, W) from `noise` by DDIM over `timesteps`
+        (descending), differentiable through every step unless run under no_grad."""
+        x = ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
+        return with_first_frame(x, batch.needs_first())

@@ -1,0 +1,192 @@
+"""Stage `fdd` (one DVC foreach entry per ablation variant): align the edit adapter and the
+video adapter into a video editor by Factorized Diffusion Distillation (METHOD.md sections 4-8).
+
+Inputs: the trained backbone, edit adapter and video adapter (the frozen teachers), the
+`instructions` video set (train split: the only data FDD sees; no edited video), and for the
+evaluation the held-out videos with their Shapes ground truth.
+Training (distill/): a teacher-sample pool, then `fdd.iterations` of student step (k steps
+with gradients, SDS from both teachers, adversarial terms after the SDS-only phase) and
+discriminator step, in the shared loop (checkpoints in `data/checkpoints/fdd/<variant>`,
+resumed when interrupted; NaN stops with the step and the last checkpoint named).
+Evaluation: held-out data points, spread evenly over the tasks, edited with T DDIM steps and
+scored against the ground truth (evaluate/video_edits.py), beside "return the input" as a
+reference. Outputs under `data/fdd/<variant>`: the LoRA (and, for random_init, the adapters
+it trained), model.json, a contact sheet and GIFs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config, FddConfig
+from ..data.video import contact_sheet, write_gif
+from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
+from ..distill import variants
+from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
+from ..distill.discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
+from ..distill.fdd import FDD
+from ..distill.pool import TeacherPool
+from ..distill.student import Student
+from ..distill.teachers import EditTeacher, VideoTeacher
+from ..evaluate.video_edits import summarize, video_errors
+from ..models.adapters import edit_adapter, load_video_adapter, video_adapter
+from ..models.registry import build_backbone, trained_path
+from ..train.edit_adapter import round_robin
+from ..train.loop import Critic, TrainingOutputs, train
+from ..train.video_adapter import clips_to_uint8
+
+STAGE = "fdd"
+# what dvc.yaml declares: every fdd knob but the variant list (adding a variant reruns no other)
+PARAMS = ("profile", "seed", "world", "videos.fps", "diffusion", "edit_adapter.conditioning_channels", "video_adapter.heads",
+          *(f"fdd.{k}" for k in FddConfig.model_fields if k != "variants"))
+LORA = "fdd"
+
+
+def checkpoints_for(variant: str) -> Path:
+    return Path("data/checkpoints/fdd") / variant
+
+
+def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
+          out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
+          on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
+    f = cfg.fdd
+    settings = variants.settings(f, variant, cfg.diffusion.inference_steps)  # a wrong variant stops here
+    if cfg.profile != "shapes":
+        raise ValueError("fdd: the full profile needs the VAE between the student and DINOv2 and a ground truth for the "
+                         "evaluation; only the Shapes profile is wired so far (see README, 'FDD')")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = checkpoints or checkpoints_for(variant)
+    torch.manual_seed(cfg.seed)
+
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_pretrained(trained_path(edit_dir)).requires_grad_(False).eval()
+    teacher_unet = load_video_adapter(backbone.unet, trained_path(video_dir)).requires_grad_(False).eval()
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    edit_teacher, video_teacher = EditTeacher(backbone.unet, controlnet, schedule), VideoTeacher(teacher_unet, schedule)
+    if variants.student_trainable(variant) == "all":  # random_init: untrained adapters of the same shapes
+        student = Student(video_adapter(backbone.unet, heads=cfg.video_adapter.heads, max_frames=max(32, cfg.world.frames)),
+                          edit_adapter(backbone.unet, cfg.edit_adapter.conditioning_channels), schedule, lora_name=LORA,
+                          lora_rank=f.lora_rank, trainable="all", gradient_checkpointing=f.gradient_checkpointing)
+    else:  # the student shares the video teacher's UNet; the teacher runs it with the LoRA off
+        student = Student(teacher_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank,
+                          gradient_checkpointing=f.gradient_checkpointing)
+
+    train_items, test_items = load_items(instructions, videos, "train"), load_items(instructions, videos, "test")
+    test_items = test_items.take(round_robin(test_items.tasks, f.eval_items))
+    metrics: dict[str, float] = {"train_items": len(train_items), "eval_items": len(test_items),
+                                 **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
+    curve: list[dict[str, float]] = []
+    if variants.trains(variant):
+        d = f.discriminator
+        feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, cfg.seed), d.feature_layers)
+        text_dim = backbone.text_encoder.config.hidden_size
+        fdd = FDD(student, edit_teacher, video_teacher, EditDiscriminator(feats, text_dim, d.head_width, d.head_heads),
+                  VideoDiscriminator(feats, text_dim, d.head_width, d.head_heads, max(32, cfg.world.frames)), scheduler, schedule, settings)
+        pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, video_teacher,
+                           inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, cfg.seed)
+        result = train_fdd(fdd, pool, cfg, checkpoints, progress, on_log)
+        curve = result.curve
+        metrics.update(result.summary(f.batch_size))
+        metrics["pool.generated"] = pool.generated
+    student.unet.requires_grad_(False)
+    student.controlnet.requires_grad_(False)
+    _save(student, variant, out_dir)
+
+    found, sheet_rows, labels = evaluate(student, edit_teacher, backbone, scheduler, test_items, cfg)
+    metrics.update(found)
+    artifacts = [out_dir / "model.json"]
+    if f.samples and sheet_rows:
+        n = min(f.samples, len(sheet_rows) // 3)
+        sheet = out_dir / "samples.png"
+        scale = max(1, 96 // cfg.world.size)
+        contact_sheet(sheet_rows[: 3 * n], sheet, scale=scale, captions=labels[: 3 * n])
+        artifacts.append(sheet)
+        for i in range(n):
+            gif = out_dir / "samples" / f"edit-{i:02d}.gif"
+            gif.parent.mkdir(parents=True, exist_ok=True)
+            write_gif(np.concatenate(sheet_rows[3 * i : 3 * i + 3], axis=2), gif, fps=cfg.videos.fps, scale=scale)
+            artifacts.append(gif)
+    return TrainingOutputs(metrics, curve, artifacts)
+
+
+def train_fdd(fdd: FDD, pool: TeacherPool, cfg: Config, checkpoints: Path, progress: bool,
+              on_log: Callable[[dict[str, float]], None] | None):
+    """The shared loop with two roles: the student (LoRA, or all adapters for random_init)
+    and the discriminators' heads, each with its own optimiser, constant learning rates."""
+    from ..config import TrainConfig
+
+    f = cfg.fdd
+    held: dict[str, Any] = {}
+
+    def student_step(step: int, g: torch.Generator):
+        if pool.batch is None:  # first step of this run (a resumed run refills the pool)
+            pool.fill()
+        else:
+            held["refreshed"] = pool.refresh(step)
+        batch, edit_real, video_real = pool.draw(f.batch_size, g)
+        loss, logs, fake = fdd.student_step(batch, step, g)
+        held.update(batch=batch, fake=fake, edit_real=edit_real, video_real=video_real)
+        return loss, logs
+
+    def discriminator_step(step: int, g: torch.Generator):
+        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"])
+
+    train_cfg = TrainConfig(steps=f.iterations, lr=f.lr, warmup_steps=0, grad_clip=f.grad_clip, checkpoint_every=f.checkpoint_every,
+                            log_every=f.log_every, gradient_checkpointing=f.gradient_checkpointing, seed=cfg.seed)
+    critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, f.discriminator.lr,
+                    active=fdd.settings.adversarial_on)
+    return train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
+                 fingerprint=cfg.fingerprint(PARAMS), critic=critic)
+
+
+@torch.no_grad()
+def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, scheduler: Any, items: FddItems, cfg: Config,
+             chunk: int = 8) -> tuple[dict[str, float], list[np.ndarray], list[str]]:
+    """Edit held-out data points with T DDIM steps (first frame by the edit teacher, the rest
+    by the student) and score them against the ground truth; "return the input unchanged"
+    is scored beside them (`identity.*`)."""
+    w = cfg.world
+    timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
+    load = data_fn(items, backbone.encode_text)
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + 5)
+    edited, truth = [], []
+    for i in range(0, len(items), chunk):
+        index = list(range(i, min(i + chunk, len(items))))
+        batch = load(index)
+        first = edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, timesteps)
+        edited.append(student.generate(torch.randn(batch.source.shape, generator=g), batch.with_first(first), timesteps))
+        truth.append(to_model_space(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
+    edited_t, truth_t, source_t = torch.cat(edited), torch.cat(truth), to_model_space(items.frames)
+    metrics = {f"eval.{k}": v for k, v in summarize(video_errors(edited_t, source_t, truth_t), items.tasks).items()}
+    metrics |= {f"eval.identity.{k}": v for k, v in summarize(video_errors(source_t, source_t, truth_t), items.tasks).items()
+                if not k.startswith("frame_change_ground_truth")}
+    rows: list[np.ndarray] = []
+    labels: list[str] = []
+    src_u8, out_u8, gt_u8 = clips_to_uint8(source_t), clips_to_uint8(edited_t), clips_to_uint8(truth_t)
+    for j in round_robin(items.tasks, len(items)):
+        rows += [src_u8[j], out_u8[j], gt_u8[j]]
+        labels += [f"input: {items.input_captions[j]}", f"{items.tasks[j]}: {items.instructions[j]}", "ground truth"]
+    return metrics, rows, labels
+
+
+def _save(student: Student, variant: str, out_dir: Path) -> None:
+    model = out_dir / "model"
+    student.unet.save_lora_adapter(str(model / "lora"), adapter_name=LORA)
+    info: dict[str, Any] = {"variant": variant, "lora": str(model / "lora"), "trainable": student.trainable}
+    if student.trainable == "all":  # random_init trained its own adapters
+        student.controlnet.save_pretrained(model / "controlnet")
+        from safetensors.torch import save_file
+
+        save_file({n: p.detach().contiguous() for n, p in student.unet.named_parameters() if "motion_modules" in n},
+                  model / "motion_modules.safetensors")
+        info |= {"controlnet": str(model / "controlnet"), "motion_modules": str(model / "motion_modules.safetensors")}
+    (out_dir / "model.json").write_text(json.dumps(info, indent=2) + "\n")

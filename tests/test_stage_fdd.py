@@ -1,0 +1,160 @@
+"""Stage `fdd` (library part) on tiny models: every variant runs, trains what it should,
+resumes, saves, and is scored against the Shapes ground truth; bad inputs are named."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from eve_fdd.config import Config, ConfigError, load_config
+from eve_fdd.data import tables
+from eve_fdd.distill.data import ground_truth, load_items
+from eve_fdd.models.adapters import edit_adapter, video_adapter
+from eve_fdd.models.backbone import load_backbone
+from eve_fdd.models.registry import trained_path
+from eve_fdd.stages import fdd, videos
+from eve_fdd.world import Scene, applicable, make_edit
+
+from conftest import ROOT, TINY_BACKBONE
+
+CFG = Config(
+    models={"backbone": {"tiny": TINY_BACKBONE}},
+    diffusion={"inference_steps": 4},
+    videos={"count": 24, "shard_size": 24, "samples": 0, "test_fraction": 0.25},
+    video_adapter={"heads": 2},
+    fdd={"iterations": 4, "batch_size": 2, "k": 2, "pool_size": 3, "pool_refresh": 0.34, "teacher_steps": 2, "checkpoint_every": 2,
+         "log_every": 1, "eval_items": 3, "samples": 1, "lora_rank": 2,
+         "discriminator": {"hidden_size": 16, "layers": 2, "heads": 2, "patch_size": 8, "feature_layers": [1, 2], "head_width": 16, "head_heads": 2}},
+)
+TASKS = ("remove", "local", "background")
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_backbone_dir, tmp_path_factory):
+    """Stage outputs on disk: videos, an instruction table (written from the world's own edits,
+    one rejected row), and tiny untrained edit and video adapters."""
+    root = tmp_path_factory.mktemp("fdd-inputs")
+    rows = videos.render_shapes(CFG, range(CFG.videos.count))
+    for r in rows:
+        r["split"] = "test" if int(r["video_id"].split("-")[-1]) % 4 == 0 else "train"
+    tables.write_table(tables.VIDEOS, rows, root / "videos.parquet")
+    instructions = []
+    rng = np.random.default_rng(0)
+    for r in rows:
+        scene = Scene.from_json(r["scene"])
+        for task in TASKS:
+            edit = make_edit(scene, task, rng, tuple(CFG.world.speed)) if applicable(scene, task) else None
+            ok = edit is not None and not (r["video_id"].endswith("01") and task == "local")
+            instructions.append(dict(
+                row_id=f"{r['video_id']}/{task}", set="videos", video_id=r["video_id"], task=task, concept=None,
+                input_caption=r["caption"], instruction=edit.instruction if ok else "", output_caption=edit.output_caption if ok else "",
+                edit_spec=edit.spec.to_json() if ok else None, model="test.gguf", model_sha256="0" * 64, prompt_version="t",
+                seed=0, attempts=1, raw_output="", status="accepted" if ok else "rejected", reason=None if ok else "test",
+                completion_tokens=0))
+    tables.write_table(tables.INSTRUCTIONS, instructions, root / "instructions.parquet")
+    bb = load_backbone(trained_path(tiny_backbone_dir))
+    cn = edit_adapter(bb.unet)
+    cn.save_pretrained(root / "edit_adapter" / "model")
+    (root / "edit_adapter" / "model.json").write_text(json.dumps({"path": str(root / "edit_adapter" / "model")}))
+    video_adapter(bb.unet, heads=2, max_frames=32).save_motion_modules(str(root / "video_adapter" / "model"))
+    (root / "video_adapter" / "model.json").write_text(json.dumps({"path": str(root / "video_adapter" / "model")}))
+    return dict(instructions=root / "instructions.parquet", videos=root / "videos.parquet", backbone_dir=tiny_backbone_dir,
+                edit_dir=root / "edit_adapter", video_dir=root / "video_adapter")
+
+
+def _build(inputs, tmp_path, variant, cfg=CFG):
+    return fdd.build(cfg, variant, inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                     inputs["video_dir"], tmp_path / variant, tmp_path / "ckpt" / variant, progress=False)
+
+
+def test_items_are_accepted_rows_of_the_split_and_the_ground_truth_is_the_edited_scene(inputs):
+    items = load_items(inputs["instructions"], inputs["videos"], "train")
+    assert items.skipped.get("instruction_rejected", 0) >= 1 and len(items) > 0
+    assert items.frames.shape[1:] == (8, 32, 32, 3)
+    i = items.tasks.index("background")
+    truth = ground_truth(items, i, 8, 32, 2)
+    assert truth.shape == items.frames[i].shape and not np.array_equal(truth, items.frames[i])
+    with pytest.raises(ValueError, match="split must be"):
+        load_items(inputs["instructions"], inputs["videos"], "val")
+
+
+@pytest.mark.parametrize("variant", ["full", "no_align", "random_init"])
+def test_variants_train_what_they_should_save_and_are_scored(inputs, tmp_path, variant):
+    out = _build(inputs, tmp_path, variant)
+    m = out.metrics
+    assert m["eval_items"] == 3 and np.isfinite(m["eval.fidelity.all.mean"]) and np.isfinite(m["eval.temporal.mean"])
+    assert "eval.identity.fidelity.all.mean" in m
+    info = json.loads((tmp_path / variant / "model.json").read_text())
+    assert (tmp_path / variant / "model" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    if variant == "no_align":
+        assert "steps" not in m and not out.curve
+        return
+    assert m["steps"] == 4 and m["pool.generated"] >= 3
+    adv = [r for r in out.curve if "adv_edit" in r]
+    assert adv and adv[0]["step"] == round(2 / 3 * 4)  # SDS only before that
+    assert all("critic.loss" in r for r in adv)
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "ckpt" / variant / "checkpoints" / "step-000004" / "weights.safetensors")
+    student = {k for k in saved if k.startswith(("unet.", "controlnet."))}
+    if variant == "full":
+        assert student and all("lora_" in k for k in student)
+        assert info["trainable"] == "lora"
+    else:
+        assert any("motion_modules" in k and "lora_" not in k for k in student) and any(k.startswith("controlnet.") for k in student)
+        assert (tmp_path / variant / "model" / "controlnet").is_dir()
+    assert any(k.startswith(("d_edit.", "d_video.")) for k in saved) and not any(".features." in k for k in saved)
+    again = _build(inputs, tmp_path, variant)  # rerun: resumes from the finished checkpoint, trains nothing
+    assert again.metrics["resumed_from"] == 4
+
+
+def test_bad_inputs_are_named(inputs, tmp_path):
+    with pytest.raises(ValueError, match="unknown FDD variant 'nope'"):
+        _build(inputs, tmp_path, "nope")
+    with pytest.raises(FileNotFoundError, match="model.json"):
+        fdd.build(CFG, "full", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], tmp_path / "missing",
+                  inputs["video_dir"], tmp_path / "o", progress=False)
+    with pytest.raises(tables.SchemaError, match="not found"):
+        fdd.build(CFG, "full", tmp_path / "none.parquet", inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                  inputs["video_dir"], tmp_path / "o", progress=False)
+    with pytest.raises(ConfigError, match="unknown FDD variant"):
+        load_config(ROOT / "params.yaml", {"fdd.variants": ["full", "best"]})
+
+
+def test_the_flow_writes_metrics_plot_and_an_mlflow_run(inputs, tmp_path):
+    """`python -m flows.fdd VARIANT` as DVC runs it, in a project folder holding the stage's inputs."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    data = tmp_path / "data"
+    (data / "instructions").mkdir(parents=True)
+    (data / "videos").mkdir()
+    shutil.copy(inputs["instructions"], data / "instructions" / "instructions.parquet")
+    shutil.copy(inputs["videos"], data / "videos" / "videos.parquet")
+    for name, src in (("backbone", inputs["backbone_dir"]), ("edit_adapter", inputs["edit_dir"]), ("video_adapter", inputs["video_dir"])):
+        shutil.copytree(src, data / name)
+    params = CFG.model_dump(mode="json")
+    params["fdd"]["iterations"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / ".prefect"))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run([sys.executable, "-m", "flows.fdd", "full"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    metrics = json.loads((tmp_path / "metrics/fdd/full.json").read_text())
+    assert metrics["steps"] == 3 and "eval.temporal.mean" in metrics
+    curve = json.loads((tmp_path / "plots/fdd/full_loss.json").read_text())
+    assert [r["step"] for r in curve] == [0, 1, 2]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], "tags.`dvc.stage` = 'fdd@full'")
+    assert run.data.metrics["eval.fidelity.all.mean"] == metrics["eval.fidelity.all.mean"]
+    history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
+    assert history("train.loss") == history("train.sds_edit") == history("train.grad_norm") == history("train.timestep.0") == [0, 1, 2]
+    assert history("train.adv_video") == history("train.edit.d_real_acc") == history("train.critic.grad_norm") == [2]  # after the SDS-only phase
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
