@@ -51,6 +51,9 @@ def project(tmp_path_factory, request):
                          ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
         params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
         params[stage].update(extra)
+    # no FDD here: a Llama trained for 10 steps writes no valid instruction, and FDD rightly
+    # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
+    params["fdd"]["variants"] = []
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
