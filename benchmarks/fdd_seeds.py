@@ -1,6 +1,6 @@
 """FDD variants over several seeds, straight through the stage library (no DVC, Prefect or
 MLflow), for a quick multi-seed table on a machine with more cores; the tracked way is
-`dvc exp run -S seed=N` per seed. Reads the teachers and data that `dvc repro` wrote.
+`dvc exp run -S fdd.seed=N` per seed. Reads the teachers and data that `dvc repro` wrote.
 
     python benchmarks/fdd_seeds.py --seeds 0 1 2 --variants full no_align [--jobs 3] [--out fdd_seeds.json]
 
@@ -30,7 +30,7 @@ def one(params: str, variant: str, seed: int, work: Path) -> dict:
     from eve_fdd.config import load_config
     from eve_fdd.stages import fdd
 
-    cfg = load_config(params, {"seed": seed})
+    cfg = load_config(params, {"fdd.seed": seed})  # the teachers stay those `dvc repro` trained
     start = time.perf_counter()
     out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
                     DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False)

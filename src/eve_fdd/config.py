@@ -258,6 +258,7 @@ class FddConfig(Section):
     """Factorized Diffusion Distillation (METHOD.md sections 4-8); paper values in comments of params.yaml."""
 
     variants: tuple[str, ...] = Field(FDD_VARIANTS, description="ablation variants `dvc repro` runs (stage fdd, foreach; [] runs none)")
+    seed: int = Field(0, description="FDD's own seed (LoRA init, noise, pool order, evaluation noise); the teachers keep the top-level seed")
     iterations: int = Field(150, ge=0, description="paper: 1,500")
     batch_size: int = Field(2, ge=1, description="clips per iteration (paper: 64)")
     lr: float = Field(1e-4, gt=0, description="the student's LoRA; constant, no warm-up (paper: 1e-5)")

@@ -63,7 +63,7 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(variant)
     checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, also for no_align, which trains nothing
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(f.seed)
 
     backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
     from diffusers import ControlNetModel
@@ -88,12 +88,12 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     curve: list[dict[str, float]] = []
     if variants.trains(variant):
         d = f.discriminator
-        feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, cfg.seed), d.feature_layers)
+        feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, f.seed), d.feature_layers)
         text_dim = backbone.text_encoder.config.hidden_size
         fdd = FDD(student, edit_teacher, video_teacher, EditDiscriminator(feats, text_dim, d.head_width, d.head_heads),
                   VideoDiscriminator(feats, text_dim, d.head_width, d.head_heads, max(32, cfg.world.frames)), scheduler, schedule, settings)
         pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, video_teacher,
-                           inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, cfg.seed)
+                           inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
         result = train_fdd(fdd, pool, cfg, checkpoints, progress, on_log)
         curve = result.curve
         metrics.update(result.summary(f.batch_size))
@@ -142,7 +142,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, cfg: Config, checkpoints: Path, progr
         return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"])
 
     train_cfg = TrainConfig(steps=f.iterations, lr=f.lr, warmup_steps=0, grad_clip=f.grad_clip, checkpoint_every=f.checkpoint_every,
-                            log_every=f.log_every, gradient_checkpointing=f.gradient_checkpointing, seed=cfg.seed)
+                            log_every=f.log_every, gradient_checkpointing=f.gradient_checkpointing, seed=f.seed)
     critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, f.discriminator.lr,
                     active=fdd.settings.adversarial_on)
     return train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
@@ -158,7 +158,7 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     w = cfg.world
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
     load = data_fn(items, backbone.encode_text)
-    g = torch.Generator().manual_seed(cfg.seed * 7919 + 5)
+    g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
     edited, truth = [], []
     for i in range(0, len(items), chunk):
         index = list(range(i, min(i + chunk, len(items))))
