@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import per_task_means
 from ..models.adapters import frames_to_batch
 from ..train.edit_adapter import region_errors
 
@@ -48,15 +49,4 @@ def _nanmean_rows(x: np.ndarray) -> np.ndarray:
 
 def summarize(errors: dict[str, np.ndarray], tasks: list[str]) -> dict[str, float]:
     """`<metric>.mean` (every task weighing the same) and `<metric>.<task>`."""
-    tasks_arr = np.array(tasks)
-    out: dict[str, float] = {}
-    for name, values in errors.items():
-        per_task = {}
-        for task in sorted(set(tasks)):
-            v = values[tasks_arr == task]
-            if np.isfinite(v).any():
-                per_task[task] = float(np.nanmean(v))
-                out[f"{name}.{task}"] = round(per_task[task], 5)
-        if per_task:
-            out[f"{name}.mean"] = round(float(np.mean(list(per_task.values()))), 5)
-    return out
+    return per_task_means(errors, tasks)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data import tables
+from ..evaluate import per_task_means
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.adapters import EditVideoModel, task_ids
 from ..models.backbone import Backbone
@@ -144,15 +145,7 @@ def check(backbone: Backbone, model: EditVideoModel, scheduler: Any, pairs: Edit
     tasks = np.array(pairs.tasks)
     metrics: dict[str, float] = {}
     for name, errs in (("adapter", ours), ("identity", identity)):
-        for region, values in errs.items():
-            per_task = {}
-            for task in sorted(set(pairs.tasks)):
-                v = values[tasks == task]
-                if np.isfinite(v).any():  # e.g. a background edit changes every pixel: no "kept" region
-                    per_task[task] = float(np.nanmean(v))
-                    metrics[f"{name}.{region}.{task}"] = round(per_task[task], 5)
-            if per_task:  # mean over tasks, so every task weighs the same
-                metrics[f"{name}.{region}.mean"] = round(float(np.mean(list(per_task.values()))), 5)
+        metrics |= per_task_means({f"{name}.{region}": values for region, values in errs.items()}, pairs.tasks)
     if pairs.output_scenes:
         for name, images in (("adapter", to_uint8(edited)), ("identity", to_uint8(pairs.source))):
             found = np.array([detect(img, scene).all_present for img, scene in zip(images, pairs.output_scenes)])
