@@ -35,7 +35,7 @@ from eve_fdd.diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from eve_fdd.distill import variants
 from eve_fdd.distill.batch import EditBatch
 from eve_fdd.distill.discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
-from eve_fdd.distill.fdd import FDD, STUDENT_FRAMES, _frozen
+from eve_fdd.distill.fdd import FDD, _frozen
 from eve_fdd.distill.losses import hinge_generator, sds_loss, sds_timesteps, sds_weight
 from eve_fdd.distill.pool import TeacherPool
 from eve_fdd.distill.student import Student
@@ -102,8 +102,8 @@ def timed_iterations(cfg, fdd: FDD, pool: TeacherPool, iterations: int) -> dict[
         t.append(time.perf_counter())
         tt = sds_timesteps(fdd.schedule, fake.shape[0], s.sds_t_range, g)
         wgt = sds_weight(fdd.schedule, tt, s.sds_weighting)
-        le, _ = sds_loss(fake, lambda x, q: fdd.edit_teacher.x0(x, q, batch), fdd.schedule, tt, torch.randn(fake.shape, generator=g), wgt, STUDENT_FRAMES)
-        lv, _ = sds_loss(fake, lambda x, q: fdd.video_teacher.x0(x, q, batch), fdd.schedule, tt, torch.randn(fake.shape, generator=g), wgt, STUDENT_FRAMES)
+        le, _ = sds_loss(fake, lambda x, q: fdd.edit_teacher.x0(x, q, batch), fdd.schedule, tt, torch.randn(fake.shape, generator=g), wgt, fdd.student.scored)
+        lv, _ = sds_loss(fake, lambda x, q: fdd.video_teacher.x0(x, q, batch), fdd.schedule, tt, torch.randn(fake.shape, generator=g), wgt, fdd.student.scored)
         t.append(time.perf_counter())
         with _frozen(fdd.d_edit, fdd.d_video):
             ge, _ = hinge_generator(fdd._d_edit(batch, fake))

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from prefect import flow
 
 from eve_fdd.stages import fdd
 
+from .cli import item_main
 from .training import run_training_stage
 
 DATA = Path("data")
@@ -25,11 +25,7 @@ def fdd_flow(variant: str, params: str = "params.yaml") -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant", help="an ablation variant in fdd.variants (full, no_align, no_sds, no_disc, uniform_k, random_init)")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    fdd_flow(args.variant, args.params)
+    item_main(fdd_flow, __doc__, "variant", "an ablation variant in fdd.variants (full, no_align, no_sds, no_disc, uniform_k, random_init)")
 
 
 if __name__ == "__main__":

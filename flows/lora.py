@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from prefect import flow
 
 from eve_fdd.stages import lora
 
+from .cli import item_main
 from .training import run_training_stage
 
 BACKBONE = Path("data/backbone")
@@ -22,11 +22,7 @@ def lora_flow(concept: str, params: str = "params.yaml") -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("concept", help="a subject or style in loras.concepts")
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args()
-    lora_flow(args.concept, args.params)
+    item_main(lora_flow, __doc__, "concept", "a subject or style in loras.concepts")
 
 
 if __name__ == "__main__":

@@ -329,3 +329,91 @@ def test_video_errors_against_the_ground_truth():
     assert m["fidelity.changed.mean"] == pytest.approx((m["fidelity.changed.local"] + m["fidelity.changed.remove"]) / 2, abs=1e-5)
     with pytest.raises(ValueError, match="one shape"):
         video_errors(truth[:1], source, truth)
+
+
+# --- other adapter pairs (stage fdd_personal): the concept teacher, single images ---
+
+def _concept_parts(tmp_path, seed: int = 0):
+    """A tiny backbone, its ControlNet, and a subject LoRA saved as stage `loras` saves it,
+    with nonzero weights so it changes the prediction."""
+    from eve_fdd.models.adapters import add_lora
+
+    bb, cn, _, batch = _parts(seed)
+    add_lora(bb.unet, "star", rank=2)
+    with torch.no_grad():
+        for n, p in bb.unet.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.3)
+    bb.unet.save_lora_adapter(str(tmp_path / "star"), adapter_name="star")
+    bb.unet.delete_adapters(["star"])
+    images = EditBatch(batch.source[:, :, :1], batch.caption_emb, batch.instruction_emb, batch.tasks)
+    return bb, cn, images
+
+
+def test_concept_teacher_is_the_backbone_with_the_lora_fused_and_ignores_the_students(schedule, tmp_path):
+    from eve_fdd.distill.teachers import ConceptTeacher, with_lora_merged
+
+    bb, cn, batch = _concept_parts(tmp_path)
+    x, t = torch.randn(batch.source.shape), torch.tensor([300, 600])
+    assert not getattr(bb.unet, "peft_config", None)
+    with torch.no_grad():
+        bare = bb.unet(x[:, :, 0], t, encoder_hidden_states=batch.caption_emb).sample
+        bb.unet.load_lora_adapter(str(tmp_path / "star"), weight_name="pytorch_lora_weights.safetensors", prefix=None, adapter_name="star")
+        with_adapter = bb.unet(x[:, :, 0], t, encoder_hidden_states=batch.caption_emb).sample
+        bb.unet.delete_adapters(["star"])
+    merged = with_lora_merged(bb.unet, tmp_path / "star", "star")
+    assert not getattr(bb.unet, "peft_config", None) and not any(p.requires_grad for p in merged.parameters())
+    teacher = ConceptTeacher(merged, schedule)
+    out = teacher.output(x, t, batch)
+    assert out.shape == x.shape and torch.allclose(out[:, :, 0], with_adapter, atol=1e-5)
+    assert not torch.allclose(out[:, :, 0], bare, atol=1e-3)  # the LoRA is in, the bare backbone untouched
+    student = Student(merged, cn, schedule, lora_rank=2, first_frame=False)
+    with torch.no_grad():
+        for n, p in merged.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.5)
+    assert torch.allclose(teacher.output(x, t, batch), out, atol=1e-6)  # the student's LoRA is off for the teacher
+    empty = bb.encode_text([""])
+    guided = ConceptTeacher(merged, schedule, guidance_scale=3.0, empty_emb=empty).output(x, t, batch)
+    uncond = ConceptTeacher(merged, schedule).predict(x, t, empty.expand(2, -1, -1))
+    assert torch.allclose(guided, uncond + 3.0 * (out - uncond), atol=1e-5)
+    drawn = teacher.draw(torch.randn(2, 3, 16, 16), batch.caption_emb, [900, 400])
+    assert drawn.shape == (2, 3, 16, 16) and torch.isfinite(drawn).all()
+    gen = student.generate(torch.randn(batch.source.shape), batch, [900, 400])  # no first frame needed
+    assert gen.shape == batch.source.shape and student.scored == slice(None)
+    with pytest.raises(ValueError, match="guidance_scale != 1 needs empty_emb"):
+        ConceptTeacher(merged, schedule, guidance_scale=2.0)
+
+
+def test_fdd_aligns_a_concept_lora_on_images_with_its_own_discriminator(schedule, scheduler, tmp_path):
+    from eve_fdd.distill.discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
+    from eve_fdd.distill.fdd import FDD, Settings
+    from eve_fdd.distill.pool import TeacherPool
+    from eve_fdd.distill.teachers import ConceptTeacher, with_lora_merged
+
+    bb, cn, batch = _concept_parts(tmp_path)
+    merged = with_lora_merged(bb.unet, tmp_path / "star", "star")
+    edit_t, concept_t = EditTeacher(bb.unet, cn, schedule), ConceptTeacher(merged, schedule)
+
+    def load(idx):
+        idx = [i % 2 for i in idx]
+        return EditBatch(batch.source[idx], batch.caption_emb[idx], batch.instruction_emb[idx], batch.tasks[idx])
+
+    pool = TeacherPool(load, 4, edit_t, concept_t, [900, 500, 100], size=3, refresh=0.34, seed=0, chunk=2)
+    pool.fill()
+    assert pool.batch.first is None and pool.video_real.shape == (3, 3, 1, 16, 16)  # no first frame to make
+    assert pool.refresh(step=1) == 1
+    student = Student(merged, cn, schedule, lora_rank=2, first_frame=False)
+    feats = FrozenFeatures(tiny_dino(hidden_size=32, layers=2, heads=2, image_size=16, patch_size=4), layers=(1, 2))
+    fdd = FDD(student, edit_t, concept_t, EditDiscriminator(feats, 16, 16, 2), VideoDiscriminator(feats, 16, 16, 2, 8),
+              scheduler, schedule, Settings(k=2, inference_steps=4, adversarial_start=0))
+    g = torch.Generator().manual_seed(0)
+    drawn, edit_real, concept_real = pool.draw(2, g)
+    loss, logs, fake = fdd.student_step(drawn, 0, g)
+    assert {"sds_edit", "sds_concept", "adv_edit", "adv_concept"} <= set(logs) and "sds_video" not in logs
+    loss.backward()
+    assert all((p.grad is not None) == ("lora_" in n) for n, p in merged.named_parameters() if p.requires_grad)
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in merged.named_parameters() if "lora_" in n)
+    assert all(p.grad is None for p in cn.parameters()) and all(p.grad is None for p in bb.unet.parameters())
+    d_loss, d_logs = fdd.discriminator_step(drawn, fake, edit_real, concept_real)
+    assert torch.isfinite(d_loss) and "concept.d_real_acc" in d_logs and "edit.d_fake_acc" in d_logs

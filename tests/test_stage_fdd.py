@@ -25,7 +25,7 @@ CFG = Config(
     videos={"count": 24, "shard_size": 24, "samples": 0, "test_fraction": 0.25},
     video_adapter={"heads": 2},
     fdd={"iterations": 4, "batch_size": 2, "k": 2, "pool_size": 3, "pool_refresh": 0.34, "teacher_steps": 2, "checkpoint_every": 2,
-         "log_every": 1, "eval_items": 3, "samples": 1, "lora_rank": 2,
+         "log_every": 1, "sample_every": 2, "eval_items": 3, "samples": 1, "lora_rank": 2,
          "discriminator": {"hidden_size": 16, "layers": 2, "heads": 2, "patch_size": 8, "feature_layers": [1, 2], "head_width": 16, "head_heads": 2}},
 )
 TASKS = ("remove", "local", "background")
@@ -93,6 +93,13 @@ def test_variants_train_what_they_should_save_and_are_scored(inputs, tmp_path, v
         assert (tmp_path / "ckpt" / variant).is_dir()  # a DVC out: present though nothing trained
         return
     assert m["steps"] == 4 and m["pool.generated"] >= 3
+    progress = sorted(p.name for p in (tmp_path / variant / "progress").iterdir())
+    assert progress == ["step-000000.gif", "step-000002.gif", "step-000003.gif"]  # every 2 iterations and the last
+    from eve_fdd.data.video import read_video
+
+    frames, _ = read_video(tmp_path / variant / "progress" / "step-000003.gif")
+    assert frames.shape[:3] == (CFG.world.frames, 96, 4 * 96)  # input | student | edit teacher | video teacher
+    assert (tmp_path / variant / "timesteps.png").is_file() and set(out.artifacts) >= {tmp_path / variant / "timesteps.png"}
     adv = [r for r in out.curve if "adv_edit" in r]
     assert adv and adv[0]["step"] == round(2 / 3 * 4)  # SDS only before that
     assert all("critic.loss" in r for r in adv)
@@ -144,7 +151,7 @@ def test_the_flow_writes_metrics_plot_and_an_mlflow_run(inputs, tmp_path):
     params = CFG.model_dump(mode="json")
     params["fdd"]["iterations"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_HOME=str(tmp_path / ".prefect"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]), PREFECT_HOME=str(tmp_path / ".prefect"))
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run([sys.executable, "-m", "flows.fdd", "full"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]

@@ -278,6 +278,7 @@ class FddConfig(Section):
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     checkpoint_every: int = Field(50, ge=1)
     log_every: int = Field(5, ge=1)
+    sample_every: int = Field(50, ge=0, description="student vs teachers GIF every this many iterations and at the last (0: none)")
     eval_items: int = Field(56, ge=1, description="held-out data points edited and scored, spread evenly over the tasks")
     samples: int = Field(7, ge=0, description="input | edited | ground truth rows on the contact sheet and GIFs")
 
@@ -290,6 +291,23 @@ class FddConfig(Section):
         if not 0 <= lo < hi <= 1:
             raise ValueError(f"sds_t_range must satisfy 0 <= lo < hi <= 1, got {self.sds_t_range}")
         return self
+
+
+class FddPersonalConfig(Section):
+    """Stage `fdd_personal` (METHOD.md section 8, other adapters): FDD aligning the edit adapter
+    with each LoRA of `loras.concepts`, on single images. The losses, the schedule, k, the
+    discriminators, the LoRA rank and the seed are `fdd`'s; these are its own."""
+
+    concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="LoRAs of loras.concepts `dvc repro` aligns (foreach; [] runs none)")
+    iterations: int = Field(150, ge=0)
+    batch_size: int = Field(4, ge=1, description="images per iteration")
+    lr: float = Field(1e-4, gt=0, description="the student's LoRA; constant, no warm-up")
+    pool_size: int = Field(32, ge=1)
+    pool_refresh: float = Field(0.02, ge=0, le=1)
+    guidance_scale: float = Field(3.0, ge=1, description="the concept teacher's classifier-free guidance (its samples, SDS and the drawn inputs)")
+    held_out: float = Field(0.25, gt=0, lt=1, description="share of a concept's instructions kept for the evaluation (the set has no held-out videos)")
+    eval_repeats: int = Field(4, ge=1, description="noise draws per held-out instruction")
+    samples: int = Field(8, ge=0, description="rows on the contact sheet")
 
 
 class TrackingConfig(Section):
@@ -312,7 +330,15 @@ class Config(Section):
     video_adapter: VideoAdapterStageConfig = VideoAdapterStageConfig()
     loras: LorasStageConfig = LorasStageConfig()
     fdd: FddConfig = FddConfig()
+    fdd_personal: FddPersonalConfig = FddPersonalConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _personal_concepts_have_loras(self) -> "Config":
+        missing = [c for c in self.fdd_personal.concepts if c not in self.loras.concepts]
+        if missing:
+            raise ValueError(f"fdd_personal.concepts {missing}: not in loras.concepts {list(self.loras.concepts)} (each needs its LoRA)")
+        return self
 
     def section(self, dotted: str) -> Any:
         node: Any = self

@@ -3,6 +3,12 @@ the `instructions` stage (video set) with its input video from the `videos` stag
 y = (output caption, instruction, input video), plus the task label. No edited video is
 ever read; for Shapes the instruction row's edit spec lets the evaluation render the ground
 truth (`ground_truth`), which training never touches.
+
+Other adapter pairs (stage `fdd_personal`, METHOD.md sections 3 and 8) read the subject/style
+set instead (`load_concept_items`): one concept's accepted instructions, single images. Their
+training inputs are drawn by the concept's LoRA from the input caption (`draw_inputs`), no
+image is stored; the held-out part (`split_items`) is evaluated on the rendered scene, whose
+edit has a ground truth.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import torch
 
 from ..data import tables
 from ..models.adapters import task_ids
+from ..train.backbone import to_uint8
 from ..world import EditSpec, Scene, apply_edit, render_video
 from .batch import EditBatch
 from .pool import DataFn
@@ -82,6 +89,74 @@ def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: 
     )
 
 
+# ours: the edit adapter learned the seven tasks' labels; "replace" (the subject set's, a shape
+# becomes the subject) is a change of one object, so the adapter gets the "local" label for it
+EDIT_LABEL_FOR = {"replace": "local"}
+
+
+def edit_labels(tasks: Sequence[str]) -> torch.Tensor:
+    """The edit adapter's task label ids of data points' tasks."""
+    return task_ids([EDIT_LABEL_FOR.get(t, t) for t in tasks])
+
+
+def load_concept_items(instructions: str | Path, videos: str | Path, concept: str, size: int, supersample: int) -> FddItems:
+    """The accepted subject/style-set instructions (stage `subject_style_instructions`) for
+    `concept`, each with the first frame of its scene rendered, (N, 1, H, W, 3). Rejected rows
+    are counted in `skipped`; none accepted is an error naming the file and the concept."""
+    video_rows = {r["video_id"]: r for r in tables.read_table(tables.VIDEOS, videos)}
+    skipped: Counter[str] = Counter()
+    keep, concepts = [], set()
+    for row in tables.read_table(tables.INSTRUCTIONS, instructions):
+        if row["set"] not in ("subject", "style"):
+            raise ValueError(f"{instructions}: row {row['row_id']!r} belongs to the {row['set']!r} set; fdd_personal reads the "
+                             "subject/style set (data/instructions/subject_style_instructions.parquet)")
+        concepts.add(row["concept"])
+        if row["concept"] != concept:
+            continue
+        video = video_rows.get(row["video_id"])
+        if video is None:
+            raise ValueError(f"{instructions}: row {row['row_id']!r} names video {row['video_id']!r}, which is not in {videos}")
+        if row["status"] != "accepted":
+            skipped[f"instruction_{row['status']}"] += 1
+            continue
+        keep.append((row, video))
+    if not keep:
+        raise ValueError(f"{instructions}: no accepted instructions for concept {concept!r} "
+                         f"(concepts in the file: {sorted(c for c in concepts if c)}; left out: {dict(skipped)})")
+    first = [render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]
+    return FddItems(
+        row_ids=[r["row_id"] for r, _ in keep], video_ids=[r["video_id"] for r, _ in keep], tasks=[r["task"] for r, _ in keep],
+        instructions=[r["instruction"] for r, _ in keep], input_captions=[r["input_caption"] for r, _ in keep],
+        output_captions=[r["output_caption"] for r, _ in keep], edit_specs=[r["edit_spec"] for r, _ in keep],
+        scenes=[v["scene"] for _, v in keep], frames=np.stack(first), skipped=dict(skipped),
+    )
+
+
+def split_items(items: FddItems, held_out: float, seed: int) -> tuple[FddItems, FddItems]:
+    """(train, held out): a seeded share `held_out` of the data points (at least one, and at
+    least one left to train on), for sets that have no held-out videos of their own."""
+    if len(items) < 2:
+        raise ValueError(f"split_items: {len(items)} data point(s); need at least 2 to hold some out")
+    n = min(len(items) - 1, max(1, round(held_out * len(items))))
+    order = np.random.default_rng(seed).permutation(len(items))
+    return items.take(sorted(order[n:].tolist())), items.take(sorted(order[:n].tolist()))
+
+
+@torch.no_grad()
+def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequence[int] | torch.Tensor, seed: int,
+                chunk: int = 32) -> np.ndarray:
+    """Each data point's input image drawn from its input caption by `teacher.draw` (the
+    concept's LoRA, teachers.ConceptTeacher), seeded per data point: (N, 1, H, W, 3) uint8."""
+    out = []
+    _, h, w, c = items.frames.shape[1:]
+    for i in range(0, len(items), chunk):
+        idx = range(i, min(i + chunk, len(items)))
+        noise = torch.stack([torch.randn(c, h, w, generator=torch.Generator().manual_seed(seed * 1_000_003 + j)) for j in idx])
+        images = teacher.draw(noise, encode_text([items.input_captions[j] for j in idx]), timesteps)
+        out.append(to_uint8(images)[:, None])
+    return np.concatenate(out)
+
+
 def to_model_space(frames: np.ndarray, vae: Any = None) -> torch.Tensor:
     """uint8 (N, F, H, W, 3) -> clips (N, C, F, H', W'): pixels in [-1, 1], or the VAE's
     scaled latents for a latent backbone (full profile)."""
@@ -102,15 +177,16 @@ def data_fn(items: FddItems, encode_text: Any, vae: Any = None) -> DataFn:
         part = items.take(index)
         with torch.no_grad():
             return EditBatch(to_model_space(part.frames, vae), encode_text(part.output_captions),
-                             encode_text(part.instructions), task_ids(part.tasks))
+                             encode_text(part.instructions), edit_labels(part.tasks))
 
     return load
 
 
-def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int) -> np.ndarray:
+def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int, allow_reserved: bool = False) -> np.ndarray:
     """Shapes: the edited video (F, H, W, 3) uint8, the scene re-rendered after the edit with
-    the same motion. Only the evaluation reads it."""
+    the same motion (`allow_reserved`: the subject/style set's edits bring in reserved
+    subjects and styles). Only the evaluation reads it."""
     if items.scenes[i] is None or items.edit_specs[i] is None:
         raise ValueError(f"{items.row_ids[i]}: no scene or edit spec; a ground truth exists for Shapes videos only")
     scene = Scene.from_json(items.scenes[i])
-    return render_video(apply_edit(scene, EditSpec.from_json(items.edit_specs[i])), frames, size, supersample)
+    return render_video(apply_edit(scene, EditSpec.from_json(items.edit_specs[i]), allow_reserved), frames, size, supersample)

@@ -7,6 +7,11 @@ Loss (section 4.5): L = α (L_adv^e + λ L_SDS^e) + β (L_adv^v + λ L_SDS^v). T
 terms are off before `adversarial_start` (the paper: SDS only for the first 1,000 of 1,500
 iterations). Frame 0 of every clip is the edited first frame that conditions the video
 adapter, made by the edit teacher, not by the student: it is left out of every loss.
+
+The second teacher and its discriminator are the video adapter's in EVE (stage `fdd`); when
+FDD aligns another adapter pair (stage `fdd_personal`) they are a subject or style LoRA's
+(teachers.ConceptTeacher) on single images, nothing is first-frame conditioned, and the logs
+name the teacher by its `role`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from .discriminators import EditDiscriminator, VideoDiscriminator
 from .losses import hinge_discriminator, hinge_generator, sds_loss, sds_timesteps, sds_weight
 from .student import Student
 from .teachers import EditTeacher, VideoTeacher
-
-STUDENT_FRAMES = slice(1, None)  # frame 0 is the conditioning frame
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class FDD:
         self.d_edit, self.d_video = d_edit, d_video
         self.scheduler, self.schedule, self.settings = scheduler, schedule, settings
 
+    @property
+    def second(self) -> str:
+        """The second teacher's name in the logs: "video" (EVE) or "concept" (other adapter pairs)."""
+        return self.video_teacher.role
+
     def discriminator_parameters(self) -> list[torch.nn.Parameter]:
         seen, out = set(), []
         for p in list(self.d_edit.parameters()) + list(self.d_video.parameters()):
@@ -75,20 +83,21 @@ class FDD:
             b = fake.shape[0]
             t = sds_timesteps(self.schedule, b, s.sds_t_range, generator)
             w = sds_weight(self.schedule, t, s.sds_weighting)
+            frames = self.student.scored
             le, log_e = sds_loss(fake, lambda x, tt: self.edit_teacher.x0(x, tt, batch), self.schedule, t,
-                                 torch.randn(fake.shape, generator=generator), w, STUDENT_FRAMES)
+                                 torch.randn(fake.shape, generator=generator), w, frames)
             lv, log_v = sds_loss(fake, lambda x, tt: self.video_teacher.x0(x, tt, batch), self.schedule, t,
-                                 torch.randn(fake.shape, generator=generator), w, STUDENT_FRAMES)
+                                 torch.randn(fake.shape, generator=generator), w, frames)
             edit_terms = edit_terms + s.lam * le
             video_terms = video_terms + s.lam * lv
-            logs.update({"sds_edit": log_e["sds"], "sds_video": log_v["sds"], "sds.t_mean": float(t.float().mean())})
+            logs.update({"sds_edit": log_e["sds"], f"sds_{self.second}": log_v["sds"], "sds.t_mean": float(t.float().mean())})
         if s.adversarial_on(iteration):
             with _frozen(self.d_edit, self.d_video):
                 ge, _ = hinge_generator(self._d_edit(batch, fake))
                 gv, _ = hinge_generator(self.d_video(fake, batch.caption_emb))
             edit_terms = edit_terms + ge
             video_terms = video_terms + gv
-            logs.update({"adv_edit": float(ge.detach()), "adv_video": float(gv.detach())})
+            logs.update({"adv_edit": float(ge.detach()), f"adv_{self.second}": float(gv.detach())})
         loss = s.alpha * edit_terms + s.beta * video_terms
         logs["loss"] = float(loss.detach())
         return loss, logs, fake.detach()
@@ -100,14 +109,15 @@ class FDD:
         fake = fake.detach()
         de, log_e = hinge_discriminator(self._d_edit(batch, edit_real), self._d_edit(batch, fake))
         dv, log_v = hinge_discriminator(self.d_video(video_real, batch.caption_emb), self.d_video(fake, batch.caption_emb))
-        logs = {f"edit.{k}": v for k, v in log_e.items()} | {f"video.{k}": v for k, v in log_v.items()}
+        logs = {f"edit.{k}": v for k, v in log_e.items()} | {f"{self.second}.{k}": v for k, v in log_v.items()}
         return de + dv, logs
 
     def _d_edit(self, batch: EditBatch, clips: torch.Tensor) -> torch.Tensor:
-        """D_e on frames 1.. of `clips`: (input frame, instruction, output frame) per frame."""
-        f = clips.shape[2] - 1
-        return self.d_edit(frames_to_batch(batch.source[:, :, STUDENT_FRAMES]), batch.instruction_emb.repeat_interleave(f, 0),
-                           frames_to_batch(clips[:, :, STUDENT_FRAMES]))
+        """D_e on the student's frames of `clips`: (input frame, instruction, output frame) per frame."""
+        frames = self.student.scored
+        f = len(range(clips.shape[2])[frames])
+        return self.d_edit(frames_to_batch(batch.source[:, :, frames]), batch.instruction_emb.repeat_interleave(f, 0),
+                           frames_to_batch(clips[:, :, frames]))
 
 
 class _frozen:

@@ -9,6 +9,9 @@ the student's own k steps, so the pool holds `size` data points with their teach
   edit_real   every frame of the input video edited by the edit teacher (D_e's real samples)
   video_real  a clip by the video teacher from that first frame and the output caption (D_v's)
 
+(With a second teacher that is not first-frame conditioned, `ConceptTeacher` in
+`fdd_personal`, there is no first frame and `video_real` holds that teacher's samples.)
+
 It is filled once, and then `refresh * size` entries per iteration (on average; a rate
 below one means one entry every few iterations) are replaced by new data points with fresh
 teacher samples, so over a run the student sees `size + refresh * size * iterations` data
@@ -25,6 +28,8 @@ import torch
 
 from .batch import EditBatch
 from .teachers import EditTeacher, VideoTeacher
+
+FIELDS = ("source", "caption_emb", "instruction_emb", "tasks", "first")  # EditBatch's, in order
 
 # indices of data points -> their batch (source clips, encoded texts, task ids)
 DataFn = Callable[[Sequence[int]], EditBatch]
@@ -66,8 +71,9 @@ class TeacherPool:
         batch, edit_real, video_real = self._sample(items)
         for j, slot in enumerate(slots.tolist()):
             self.items[slot] = items[j]
-            for name in ("source", "caption_emb", "instruction_emb", "tasks", "first"):
-                getattr(self.batch, name)[slot] = getattr(batch, name)[j]
+            for name in FIELDS:
+                if getattr(batch, name) is not None:
+                    getattr(self.batch, name)[slot] = getattr(batch, name)[j]
             self.edit_real[slot] = edit_real[j]
             self.video_real[slot] = video_real[j]
         return n
@@ -85,7 +91,7 @@ class TeacherPool:
             raise RuntimeError("teacher pool: fill() it before drawing")
         idx = torch.randperm(self.size, generator=generator)[:batch_size]
         b = self.batch
-        picked = EditBatch(b.source[idx], b.caption_emb[idx], b.instruction_emb[idx], b.tasks[idx], b.first[idx])
+        picked = EditBatch(*(None if getattr(b, n) is None else getattr(b, n)[idx] for n in FIELDS))
         return picked, self.edit_real[idx], self.video_real[idx]
 
     def _take(self, n: int) -> list[int]:
@@ -100,11 +106,12 @@ class TeacherPool:
             chunk = items[i : i + self.chunk]
             batch = self.data(chunk)
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * self.generated + i)
-            first = self.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, self.timesteps)
-            batch = batch.with_first(first)
+            if self.video_teacher.needs_first:
+                first = self.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, self.timesteps)
+                batch = batch.with_first(first)
             edit_real = self.edit_teacher.sample(torch.randn(batch.source.shape, generator=g), batch, self.timesteps)
             video_real = self.video_teacher.sample(torch.randn(batch.source.shape, generator=g), batch, self.timesteps)
             parts.append((batch, edit_real, video_real))
         self.generated += len(items)
-        batch = EditBatch(*(torch.cat([getattr(p[0], n) for p in parts]) for n in ("source", "caption_emb", "instruction_emb", "tasks", "first")))
+        batch = EditBatch(*(None if getattr(parts[0][0], n) is None else torch.cat([getattr(p[0], n) for p in parts]) for n in FIELDS))
         return batch, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts])

@@ -9,6 +9,10 @@ the backbone's own weights stay frozen there too, the LoRA standing for their fi
 `generate` runs DDIM from noise over the k given timesteps with gradients through every
 step (section 4.1); frame 0 is the edited first frame that conditions the video adapter,
 replaced at every step exactly as the video adapter was trained and sampled.
+
+The same student aligns other adapter pairs (section 8, stage `fdd_personal`): there the
+backbone is an image UNet (`UNet2DConditionModel`) carrying a subject or style LoRA, the
+"clips" are single images and nothing conditions on a first frame (`first_frame=False`).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ TRAINABLE = ("lora", "all")
 
 class Student:
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, *, lora_name: str = "fdd", lora_rank: int = 4,
-                 trainable: str = "lora", gradient_checkpointing: bool = False):
-        if type(unet).__name__ != "UNetMotionModel":
+                 trainable: str = "lora", gradient_checkpointing: bool = False, first_frame: bool = True):
+        if first_frame and type(unet).__name__ != "UNetMotionModel":
             raise ValueError(f"Student: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
         if trainable not in TRAINABLE:
             raise ValueError(f"Student: trainable={trainable!r}; expected one of {TRAINABLE}")
@@ -46,6 +50,12 @@ class Student:
         self.schedule = schedule
         self.lora_name = lora_name
         self.trainable = trainable
+        self.first_frame = first_frame  # frame 0 is the edited first frame, not the student's
+
+    @property
+    def scored(self) -> slice:
+        """The frames the student makes (what its losses and the evaluation read)."""
+        return slice(1, None) if self.first_frame else slice(None)
 
     @property
     def unet(self) -> Any:
@@ -63,11 +73,12 @@ class Student:
         return [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
 
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
-        first = batch.needs_first()
-        return self.model(with_first_frame(x_t, first), t, batch.caption_emb, batch.instruction_emb, batch.source, batch.tasks)
+        if self.first_frame:
+            x_t = with_first_frame(x_t, batch.needs_first())
+        return self.model(x_t, t, batch.caption_emb, batch.instruction_emb, batch.source, batch.tasks)
 
     def generate(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The edited clip x'_0 (B, C, F, H, W) from `noise` by DDIM over `timesteps`
         (descending), differentiable through every step unless run under no_grad."""
         x = ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
-        return with_first_frame(x, batch.needs_first())
+        return with_first_frame(x, batch.needs_first()) if self.first_frame else x

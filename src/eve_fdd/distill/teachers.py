@@ -9,14 +9,19 @@ samples from noise (the discriminators' "real" samples, section 4.4).
   conditioned on the edited first frame and the output caption. The student's UNet is the
   same `UNetMotionModel` with a LoRA on it: the teacher runs it with the LoRA switched off,
   so the backbone's weights are held once.
+- `ConceptTeacher` (stage `fdd_personal`, METHOD.md section 8: other adapter pairs): the
+  backbone with a subject or style LoRA fused into it, per frame on the output caption. It
+  stands where the video teacher stands; the student is that same UNet with its own LoRA.
 
 Every call runs under `torch.no_grad()`: the teachers are the stop-gradient of the SDS loss.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +29,8 @@ import torch
 from ..diffusion import NoiseSchedule, ddim_sample
 from ..models.adapters import EditVideoModel, with_first_frame
 from .batch import EditBatch
+
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_adapter writes (stage `loras`)
 
 
 @contextmanager
@@ -40,10 +47,28 @@ def lora_off(unet: Any) -> Iterator[Any]:
             unet.enable_lora()
 
 
+def with_lora_merged(unet: Any, directory: str | Path, name: str) -> Any:
+    """A copy of `unet` with the LoRA saved in `directory` (diffusers' layout, as stage `loras`
+    writes it) fused into its weights: a plain UNet that draws the subject or style. The
+    original is untouched, so the edit teacher keeps the bare backbone."""
+    merged = copy.deepcopy(unet)
+    merged.load_lora_adapter(str(directory), weight_name=LORA_WEIGHTS, prefix=None, adapter_name=name)
+    merged.fuse_lora(adapter_names=[name])
+    merged.unload_lora()
+    return merged.requires_grad_(False).eval()
+
+
+def guided(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: uncond + scale (cond - uncond); `cond` itself at scale 1."""
+    return cond if uncond is None or scale == 1.0 else uncond + scale * (cond - uncond)
+
+
 class EditTeacher:
     """Backbone + edit adapter, per frame. `guidance_scale` > 1: classifier-free guidance on
     the texts (caption and instruction replaced by `empty_emb`, the encoded ""), the input
     frame and task label conditioning both branches, as the edit adapter was trained."""
+
+    role = "edit"
 
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0,
                  empty_emb: torch.Tensor | None = None):
@@ -65,8 +90,7 @@ class EditTeacher:
         if self.guidance_scale == 1.0:
             return cond
         empty = self.empty_emb.expand(x_t.shape[0], *self.empty_emb.shape[1:])
-        uncond = self.model(x_t, t, empty, empty, source, batch.tasks)
-        return uncond + self.guidance_scale * (cond - uncond)
+        return guided(cond, self.model(x_t, t, empty, empty, source, batch.tasks), self.guidance_scale)
 
     @torch.no_grad()
     def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
@@ -87,6 +111,9 @@ class EditTeacher:
 
 class VideoTeacher:
     """Backbone + temporal layers on whole clips, first-frame conditioned, LoRA off."""
+
+    role = "video"
+    needs_first = True  # the pool makes the edited first frame it is conditioned on
 
     def __init__(self, unet: Any, schedule: NoiseSchedule):
         if type(unet).__name__ != "UNetMotionModel":
@@ -111,3 +138,51 @@ class VideoTeacher:
         """Clips that start at the batch's edited first frame, by DDIM from `noise`."""
         x = ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
         return with_first_frame(x, batch.needs_first())
+
+
+class ConceptTeacher:
+    """Backbone + a subject or style LoRA (fused, `with_lora_merged`), frame by frame on the
+    output caption, with the student's LoRA off. `guidance_scale` > 1: classifier-free
+    guidance against `empty_emb`, as the LoRA's own samples are drawn (stage `loras`).
+    `draw` makes the inputs of `fdd_personal`: METHOD.md section 3, "the input image is
+    generated from the input caption by the LoRA adapter itself"."""
+
+    role = "concept"
+    needs_first = False
+
+    def __init__(self, unet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0, empty_emb: torch.Tensor | None = None):
+        if type(unet).__name__ == "UNetMotionModel":
+            raise ValueError("ConceptTeacher: expected the image backbone with the LoRA fused (UNet2DConditionModel), got a UNetMotionModel")
+        if guidance_scale != 1.0 and empty_emb is None:
+            raise ValueError("ConceptTeacher: guidance_scale != 1 needs empty_emb (the encoded empty text)")
+        self.model = EditVideoModel(unet)
+        self.schedule = schedule
+        self.guidance_scale = guidance_scale
+        self.empty_emb = empty_emb
+
+    @torch.no_grad()
+    def predict(self, x_t: torch.Tensor, t: torch.Tensor, caption_emb: torch.Tensor) -> torch.Tensor:
+        """The model output at images (B, C, H, W) or clips (B, C, F, H, W) for captions (B, L, D)."""
+        with lora_off(self.model.unet):
+            cond = self.model(x_t, t, caption_emb)
+            if self.guidance_scale == 1.0:
+                return cond
+            return guided(cond, self.model(x_t, t, self.empty_emb.expand(x_t.shape[0], *self.empty_emb.shape[1:])), self.guidance_scale)
+
+    @torch.no_grad()
+    def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        return self.predict(x_t, t, batch.caption_emb)
+
+    @torch.no_grad()
+    def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        return self.schedule.split(self.output(x_t, t, batch), x_t, t)[0]
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The output caption drawn with the concept, by DDIM from `noise` (B, C, F, H, W)."""
+        return ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
+
+    @torch.no_grad()
+    def draw(self, noise: torch.Tensor, caption_emb: torch.Tensor, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) of captions (B, L, D), by DDIM from `noise`."""
+        return ddim_sample(lambda x, t: self.predict(x, t, caption_emb), noise, self.schedule, timesteps)

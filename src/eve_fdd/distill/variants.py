@@ -27,12 +27,14 @@ def student_trainable(variant: str) -> str:
     return "all" if variant == "random_init" else "lora"
 
 
-def settings(cfg: FddConfig, variant: str, inference_steps: int) -> Settings:
+def settings(cfg: FddConfig, variant: str, inference_steps: int, iterations: int | None = None) -> Settings:
+    """`iterations`: the run's length when not `cfg.iterations` (stage `fdd_personal`'s own)."""
     _check(variant)
+    iterations = cfg.iterations if iterations is None else iterations
     return Settings(
         k=cfg.k, inference_steps=inference_steps, timesteps="uniform" if variant == "uniform_k" else "kbin",
         sds=variant != "no_sds", adversarial=variant != "no_disc",
-        adversarial_start=round(cfg.sds_only_fraction * cfg.iterations),
+        adversarial_start=round(cfg.sds_only_fraction * iterations),
         alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam, sds_weighting=cfg.sds_weighting, sds_t_range=tuple(cfg.sds_t_range),
     )
 

@@ -29,16 +29,16 @@ from ..data.video import contact_sheet, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
-from ..distill.discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
 from ..distill.fdd import FDD
 from ..distill.pool import TeacherPool
+from ..distill.run import ProgressSamples, RunSettings, discriminators, timestep_plot, train_fdd
 from ..distill.student import Student
 from ..distill.teachers import EditTeacher, VideoTeacher
 from ..evaluate.video_edits import summarize, video_errors
 from ..models.adapters import edit_adapter, load_video_adapter, video_adapter
 from ..models.registry import build_backbone, trained_path
 from ..train.edit_adapter import round_robin
-from ..train.loop import Critic, TrainingOutputs, train
+from ..train.loop import TrainingOutputs
 from ..train.video_adapter import clips_to_uint8
 
 STAGE = "fdd"
@@ -86,16 +86,17 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     metrics: dict[str, float] = {"train_items": len(train_items), "eval_items": len(test_items),
                                  **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
     curve: list[dict[str, float]] = []
+    progress_files: list[Path] = []
     if variants.trains(variant):
-        d = f.discriminator
-        feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, f.seed), d.feature_layers)
-        text_dim = backbone.text_encoder.config.hidden_size
-        fdd = FDD(student, edit_teacher, video_teacher, EditDiscriminator(feats, text_dim, d.head_width, d.head_heads),
-                  VideoDiscriminator(feats, text_dim, d.head_width, d.head_heads, max(32, cfg.world.frames)), scheduler, schedule, settings)
+        d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.world.size, cfg.world.frames, f.seed)
+        fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings)
         pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, video_teacher,
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
-        result = train_fdd(fdd, pool, cfg, checkpoints, progress, on_log)
+        samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=max(1, 96 // cfg.world.size))
+        result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, cfg.fingerprint(PARAMS), progress, on_log,
+                                      samples, f.sample_every)
         curve = result.curve
+        progress_files = [*samples.paths, *timestep_plot(timesteps, scheduler, out_dir, f"fdd@{variant}")]
         metrics.update(result.summary(f.batch_size))
         metrics["pool.generated"] = pool.generated
     student.unet.requires_grad_(False)
@@ -104,7 +105,7 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
 
     found, sheet_rows, labels = evaluate(student, edit_teacher, backbone, scheduler, test_items, cfg)
     metrics.update(found)
-    artifacts = [out_dir / "model.json"]
+    artifacts = [out_dir / "model.json", *progress_files]
     if f.samples and sheet_rows:
         n = min(f.samples, len(sheet_rows) // 3)
         sheet = out_dir / "samples.png"
@@ -119,34 +120,9 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     return TrainingOutputs(metrics, curve, artifacts)
 
 
-def train_fdd(fdd: FDD, pool: TeacherPool, cfg: Config, checkpoints: Path, progress: bool,
-              on_log: Callable[[dict[str, float]], None] | None):
-    """The shared loop with two roles: the student (LoRA, or all adapters for random_init)
-    and the discriminators' heads, each with its own optimiser, constant learning rates."""
-    from ..config import TrainConfig
-
-    f = cfg.fdd
-    held: dict[str, Any] = {}
-
-    def student_step(step: int, g: torch.Generator):
-        if pool.batch is None:  # first step of this run (a resumed run refills the pool)
-            pool.fill()
-        else:
-            held["refreshed"] = pool.refresh(step)
-        batch, edit_real, video_real = pool.draw(f.batch_size, g)
-        loss, logs, fake = fdd.student_step(batch, step, g)
-        held.update(batch=batch, fake=fake, edit_real=edit_real, video_real=video_real)
-        return loss, logs
-
-    def discriminator_step(step: int, g: torch.Generator):
-        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"])
-
-    train_cfg = TrainConfig(steps=f.iterations, lr=f.lr, warmup_steps=0, grad_clip=f.grad_clip, checkpoint_every=f.checkpoint_every,
-                            log_every=f.log_every, gradient_checkpointing=f.gradient_checkpointing, seed=f.seed)
-    critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, f.discriminator.lr,
-                    active=fdd.settings.adversarial_on)
-    return train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
-                 fingerprint=cfg.fingerprint(PARAMS), critic=critic)
+def run_settings(f: FddConfig) -> RunSettings:
+    return RunSettings(f.iterations, f.batch_size, f.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
+                       f.seed, f.discriminator.lr)
 
 
 @torch.no_grad()

@@ -1,0 +1,113 @@
+"""FDD in the project's shared training loop (train/loop.py), for both stages that run it:
+`fdd` (EVE: edit adapter + video adapter) and `fdd_personal` (edit adapter + a subject or
+style LoRA). Two roles, each with its own optimiser and a constant learning rate, no warm-up
+(METHOD.md section 6): the student (its LoRA; every adapter for random_init) and the
+discriminators' heads, which train only while the adversarial terms are on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import DiscriminatorConfig, TrainConfig
+from ..data.video import write_gif
+from ..evaluate.plots import timestep_histogram
+from ..train.loop import Critic, TrainResult, train
+from ..train.video_adapter import clips_to_uint8
+from .discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
+from .fdd import FDD
+from .pool import TeacherPool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    iterations: int
+    batch_size: int
+    lr: float
+    grad_clip: float
+    checkpoint_every: int
+    log_every: int
+    gradient_checkpointing: bool
+    seed: int
+    discriminator_lr: float
+
+
+def discriminators(d: DiscriminatorConfig, text_dim: int, image_size: int, frames: int, seed: int) -> tuple[EditDiscriminator, VideoDiscriminator]:
+    """D_e and the second teacher's D (D_v) on one shared frozen feature network (Shapes: the
+    seeded small Dinov2Model)."""
+    feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, image_size, d.patch_size, seed), d.feature_layers)
+    return (EditDiscriminator(feats, text_dim, d.head_width, d.head_heads),
+            VideoDiscriminator(feats, text_dim, d.head_width, d.head_heads, max(32, frames)))
+
+
+# (step, the step's batch, the student's clips, the edit teacher's, the second teacher's)
+Snapshot = Callable[[int, Any, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, fingerprint: str, progress: bool = True,
+              on_log: Callable[[dict[str, float]], None] | None = None, snapshot: Snapshot | None = None,
+              snapshot_every: int = 0) -> tuple[TrainResult, np.ndarray]:
+    """`run.iterations` of student step then discriminator step, batches drawn from the pool
+    (filled at the first step of a run, a resumed run included; refreshed as it goes).
+    `snapshot` sees the student's generation beside the teachers' samples every
+    `snapshot_every` steps and at the last. Returns the result and the student timesteps of
+    every step this run took, (steps, k)."""
+    held: dict[str, Any] = {}
+    timesteps: list[list[float]] = []
+
+    def student_step(step: int, g: torch.Generator):
+        if pool.batch is None:
+            pool.fill()
+        else:
+            held["refreshed"] = pool.refresh(step)
+        batch, edit_real, video_real = pool.draw(run.batch_size, g)
+        loss, logs, fake = fdd.student_step(batch, step, g)
+        held.update(batch=batch, fake=fake, edit_real=edit_real, video_real=video_real)
+        timesteps.append([logs[f"timestep.{i}"] for i in range(fdd.settings.k)])
+        if snapshot is not None and snapshot_every and (step % snapshot_every == 0 or step == run.iterations - 1):
+            snapshot(step, batch, fake, edit_real, video_real)
+        return loss, logs
+
+    def discriminator_step(step: int, g: torch.Generator):
+        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"])
+
+    train_cfg = TrainConfig(steps=run.iterations, lr=run.lr, warmup_steps=0, grad_clip=run.grad_clip,
+                            checkpoint_every=run.checkpoint_every, log_every=run.log_every,
+                            gradient_checkpointing=run.gradient_checkpointing, seed=run.seed)
+    critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, run.discriminator_lr,
+                    active=fdd.settings.adversarial_on)
+    result = train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
+                   fingerprint=fingerprint, critic=critic)
+    return result, np.array(timesteps, dtype=float).reshape(-1, fdd.settings.k)
+
+
+class ProgressSamples:
+    """A `Snapshot` that writes the first data point of the step's batch as one GIF under
+    `folder`, side by side: input | student | edit teacher | second teacher (the pool's real
+    samples for that data point, made from other noise). `paths` lists what it wrote."""
+
+    def __init__(self, folder: Path, fps: float, scale: int = 1):
+        self.folder, self.fps, self.scale = Path(folder), fps, scale
+        self.paths: list[Path] = []
+
+    def __call__(self, step: int, batch: Any, fake: torch.Tensor, edit_real: torch.Tensor, video_real: torch.Tensor) -> None:
+        clips = [clips_to_uint8(x[:1].detach())[0] for x in (batch.source, fake, edit_real, video_real)]
+        path = self.folder / f"step-{step:06d}.gif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_gif(np.concatenate(clips, axis=2), path, fps=self.fps, scale=self.scale)
+        self.paths.append(path)
+
+
+def timestep_plot(timesteps: np.ndarray, scheduler: Any, out_dir: Path, name: str) -> list[Path]:
+    """`out_dir/timesteps.png`, the student's timesteps of this run (none when it trained nothing)."""
+    if not len(timesteps):
+        return []
+    path = Path(out_dir) / "timesteps.png"
+    timestep_histogram(timesteps, scheduler.config.num_train_timesteps, path, f"{name}: student timesteps, {len(timesteps)} iterations")
+    return [path]
