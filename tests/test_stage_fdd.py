@@ -17,7 +17,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import fdd, videos
 from eve_fdd.world import Scene, applicable, make_edit
 
-from conftest import ROOT, TINY_BACKBONE
+from conftest import ROOT, TINY_BACKBONE, run_flow
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -133,34 +133,15 @@ def test_bad_inputs_are_named(inputs, tmp_path):
 
 def test_the_flow_writes_metrics_plot_and_an_mlflow_run(inputs, tmp_path):
     """`python -m flows.fdd VARIANT` as DVC runs it, in a project folder holding the stage's inputs."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-    from mlflow.tracking import MlflowClient
-
-    data = tmp_path / "data"
-    (data / "instructions").mkdir(parents=True)
-    (data / "videos").mkdir()
-    shutil.copy(inputs["instructions"], data / "instructions" / "instructions.parquet")
-    shutil.copy(inputs["videos"], data / "videos" / "videos.parquet")
-    for name, src in (("backbone", inputs["backbone_dir"]), ("edit_adapter", inputs["edit_dir"]), ("video_adapter", inputs["video_dir"])):
-        shutil.copytree(src, data / name)
     params = CFG.model_dump(mode="json")
     params["fdd"]["iterations"] = 3
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]), PREFECT_HOME=str(tmp_path / ".prefect"))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "flows.fdd", "full"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run, client = run_flow(tmp_path, "fdd", "full", params, {
+        "data/instructions/instructions.parquet": inputs["instructions"], "data/videos/videos.parquet": inputs["videos"],
+        "data/backbone": inputs["backbone_dir"], "data/edit_adapter": inputs["edit_dir"], "data/video_adapter": inputs["video_dir"]})
     metrics = json.loads((tmp_path / "metrics/fdd/full.json").read_text())
     assert metrics["steps"] == 3 and "eval.temporal.mean" in metrics
     curve = json.loads((tmp_path / "plots/fdd/full_loss.json").read_text())
     assert [r["step"] for r in curve] == [0, 1, 2]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], "tags.`dvc.stage` = 'fdd@full'")
     assert run.data.metrics["eval.fidelity.all.mean"] == metrics["eval.fidelity.all.mean"]
     history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
     assert history("train.loss") == history("train.sds_edit") == history("train.grad_norm") == history("train.timestep.0") == [0, 1, 2]

@@ -18,7 +18,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import fdd_personal, videos
 from eve_fdd.world import EditSpec, Scene, apply_edit, caption, instruction
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, run_flow
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -131,32 +131,11 @@ def test_bad_inputs_are_named(inputs, tmp_path):
 
 def test_the_flow_writes_metrics_and_an_mlflow_run_with_the_progress_samples(inputs, tmp_path):
     """`python -m flows.fdd_personal CONCEPT` as DVC runs it, in a project folder holding the stage's inputs."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    import yaml
-    from mlflow.tracking import MlflowClient
-
-    from conftest import ROOT
-
-    data = tmp_path / "data"
-    (data / "instructions").mkdir(parents=True)
-    (data / "videos").mkdir()
-    shutil.copy(inputs["instructions"], data / "instructions" / "subject_style_instructions.parquet")
-    shutil.copy(inputs["videos"], data / "videos" / "videos.parquet")
-    for name, src in (("backbone", inputs["backbone_dir"]), ("edit_adapter", inputs["edit_dir"]), ("loras/star", inputs["lora_dir"])):
-        shutil.copytree(src, data / name)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(CFG.model_dump(mode="json"), sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]), PREFECT_HOME=str(tmp_path / ".prefect"))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", "flows.fdd_personal", "star"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    run, client = run_flow(tmp_path, "fdd_personal", "star", CFG.model_dump(mode="json"), {
+        "data/instructions/subject_style_instructions.parquet": inputs["instructions"], "data/videos/videos.parquet": inputs["videos"],
+        "data/backbone": inputs["backbone_dir"], "data/edit_adapter": inputs["edit_dir"], "data/loras/star": inputs["lora_dir"]})
     metrics = json.loads((tmp_path / "metrics/fdd_personal/star.json").read_text())
     assert metrics["steps"] == 3 and "eval.aligned.present.mean" in metrics
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], "tags.`dvc.stage` = 'fdd_personal@star'")
     history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
     assert history("train.sds_concept") == history("train.sds_edit") == [0, 1, 2]
     assert history("train.adv_concept") == history("train.concept.d_real_acc") == [2]  # after the SDS-only phase

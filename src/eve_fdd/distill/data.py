@@ -81,11 +81,16 @@ def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: 
     if not keep:
         raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
                          + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
+    return _items(keep, np.stack([tables.frames_from_row(v) for _, v in keep]), skipped)
+
+
+def _items(keep: list[tuple[dict, dict]], frames: np.ndarray, skipped: Counter[str]) -> FddItems:
+    """FddItems from (instruction row, video row) pairs and each one's input frames."""
     return FddItems(
         row_ids=[r["row_id"] for r, _ in keep], video_ids=[r["video_id"] for r, _ in keep], tasks=[r["task"] for r, _ in keep],
         instructions=[r["instruction"] for r, _ in keep], input_captions=[r["input_caption"] for r, _ in keep],
         output_captions=[r["output_caption"] for r, _ in keep], edit_specs=[r["edit_spec"] for r, _ in keep],
-        scenes=[v["scene"] for _, v in keep], frames=np.stack([tables.frames_from_row(v) for _, v in keep]), skipped=dict(skipped),
+        scenes=[v["scene"] for _, v in keep], frames=frames, skipped=dict(skipped),
     )
 
 
@@ -123,13 +128,7 @@ def load_concept_items(instructions: str | Path, videos: str | Path, concept: st
     if not keep:
         raise ValueError(f"{instructions}: no accepted instructions for concept {concept!r} "
                          f"(concepts in the file: {sorted(c for c in concepts if c)}; left out: {dict(skipped)})")
-    first = [render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]
-    return FddItems(
-        row_ids=[r["row_id"] for r, _ in keep], video_ids=[r["video_id"] for r, _ in keep], tasks=[r["task"] for r, _ in keep],
-        instructions=[r["instruction"] for r, _ in keep], input_captions=[r["input_caption"] for r, _ in keep],
-        output_captions=[r["output_caption"] for r, _ in keep], edit_specs=[r["edit_spec"] for r, _ in keep],
-        scenes=[v["scene"] for _, v in keep], frames=np.stack(first), skipped=dict(skipped),
-    )
+    return _items(keep, np.stack([render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]), skipped)
 
 
 def split_items(items: FddItems, held_out: float, seed: int) -> tuple[FddItems, FddItems]:

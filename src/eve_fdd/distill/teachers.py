@@ -63,7 +63,26 @@ def guided(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> tor
     return cond if uncond is None or scale == 1.0 else uncond + scale * (cond - uncond)
 
 
-class EditTeacher:
+class _FromOutput:
+    """x̂0 and DDIM samples of a teacher that defines `output(x_t, t, batch)`."""
+
+    schedule: NoiseSchedule
+
+    def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        """x̂0 of every frame of the noisy clips x_t (B, C, F, H, W) at timesteps t (B,)."""
+        return self.schedule.split(self.output(x_t, t, batch), x_t, t)[0]
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Clips (B, C, F, H, W) by DDIM from `noise`, frame by frame for an image teacher."""
+        return ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
+
+
+class EditTeacher(_FromOutput):
     """Backbone + edit adapter, per frame. `guidance_scale` > 1: classifier-free guidance on
     the texts (caption and instruction replaced by `empty_emb`, the encoded ""), the input
     frame and task label conditioning both branches, as the edit adapter was trained."""
@@ -91,16 +110,6 @@ class EditTeacher:
             return cond
         empty = self.empty_emb.expand(x_t.shape[0], *self.empty_emb.shape[1:])
         return guided(cond, self.model(x_t, t, empty, empty, source, batch.tasks), self.guidance_scale)
-
-    @torch.no_grad()
-    def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
-        """x̂0 of every frame of the noisy clips x_t (B, C, F, H, W) at timesteps t (B,)."""
-        return self.schedule.split(self.output(x_t, t, batch), x_t, t)[0]
-
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """Every frame of the input video edited independently, by DDIM from `noise` (B, C, F, H, W)."""
-        return ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
 
     @torch.no_grad()
     def edit_first_frame(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
@@ -140,7 +149,7 @@ class VideoTeacher:
         return with_first_frame(x, batch.needs_first())
 
 
-class ConceptTeacher:
+class ConceptTeacher(_FromOutput):
     """Backbone + a subject or style LoRA (fused, `with_lora_merged`), frame by frame on the
     output caption, with the student's LoRA off. `guidance_scale` > 1: classifier-free
     guidance against `empty_emb`, as the LoRA's own samples are drawn (stage `loras`).
@@ -172,15 +181,6 @@ class ConceptTeacher:
     @torch.no_grad()
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
         return self.predict(x_t, t, batch.caption_emb)
-
-    @torch.no_grad()
-    def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
-        return self.schedule.split(self.output(x_t, t, batch), x_t, t)[0]
-
-    @torch.no_grad()
-    def sample(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """The output caption drawn with the concept, by DDIM from `noise` (B, C, F, H, W)."""
-        return ddim_sample(lambda x, t: self.output(x, t, batch), noise, self.schedule, timesteps)
 
     @torch.no_grad()
     def draw(self, noise: torch.Tensor, caption_emb: torch.Tensor, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
