@@ -34,6 +34,8 @@ def saved(tmp_path_factory):
 
 
 def _full(**sections) -> Config:
+    if "concepts" in sections.get("loras", {}):  # FDD aligns the user's own LoRAs (config checks they exist)
+        sections.setdefault("fdd_personal", {"concepts": sections["loras"]["concepts"]})
     return Config(profile="full", **sections)
 
 
