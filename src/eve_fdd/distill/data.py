@@ -14,7 +14,7 @@ edit has a ground truth.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,26 +62,35 @@ def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: 
     whose video is missing from the videos table is an error naming both files."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    keep, skipped = _accepted(instructions, videos, ("videos",), "FDD reads the `instructions` stage's video set (data/instructions/videos.parquet)",
+                              lambda row, video: video["split"] == split and (tasks is None or row["task"] in tasks))
+    if not keep:
+        raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
+                         + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
+    return _items(keep, np.stack([tables.frames_from_row(v) for _, v in keep]), skipped)
+
+
+def _accepted(instructions: str | Path, videos: str | Path, sets: tuple[str, ...], expected: str,
+              wanted: Callable[[dict, dict], bool]) -> tuple[list[tuple[dict, dict]], Counter[str]]:
+    """(instruction row, video row) of the accepted instructions that are `wanted`, and the
+    wanted ones left out by status. A row of another set than `sets` (`expected` says which
+    file to read instead) or naming a video not in `videos` is an error naming both."""
     video_rows = {r["video_id"]: r for r in tables.read_table(tables.VIDEOS, videos)}
     skipped: Counter[str] = Counter()
     keep = []
     for row in tables.read_table(tables.INSTRUCTIONS, instructions):
-        if row["set"] != "videos":
-            raise ValueError(f"{instructions}: row {row['row_id']!r} belongs to the {row['set']!r} set; "
-                             "FDD reads the `instructions` stage's video set (data/instructions/videos.parquet)")
+        if row["set"] not in sets:
+            raise ValueError(f"{instructions}: row {row['row_id']!r} belongs to the {row['set']!r} set; {expected}")
         video = video_rows.get(row["video_id"])
         if video is None:
             raise ValueError(f"{instructions}: row {row['row_id']!r} names video {row['video_id']!r}, which is not in {videos}")
-        if video["split"] != split or (tasks is not None and row["task"] not in tasks):
+        if not wanted(row, video):
             continue
         if row["status"] != "accepted":
             skipped[f"instruction_{row['status']}"] += 1
             continue
         keep.append((row, video))
-    if not keep:
-        raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
-                         + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
-    return _items(keep, np.stack([tables.frames_from_row(v) for _, v in keep]), skipped)
+    return keep, skipped
 
 
 def _items(keep: list[tuple[dict, dict]], frames: np.ndarray, skipped: Counter[str]) -> FddItems:
@@ -108,23 +117,14 @@ def load_concept_items(instructions: str | Path, videos: str | Path, concept: st
     """The accepted subject/style-set instructions (stage `subject_style_instructions`) for
     `concept`, each with the first frame of its scene rendered, (N, 1, H, W, 3). Rejected rows
     are counted in `skipped`; none accepted is an error naming the file and the concept."""
-    video_rows = {r["video_id"]: r for r in tables.read_table(tables.VIDEOS, videos)}
-    skipped: Counter[str] = Counter()
-    keep, concepts = [], set()
-    for row in tables.read_table(tables.INSTRUCTIONS, instructions):
-        if row["set"] not in ("subject", "style"):
-            raise ValueError(f"{instructions}: row {row['row_id']!r} belongs to the {row['set']!r} set; fdd_personal reads the "
-                             "subject/style set (data/instructions/subject_style_instructions.parquet)")
+    concepts: set[str] = set()
+
+    def wanted(row: dict, video: dict) -> bool:
         concepts.add(row["concept"])
-        if row["concept"] != concept:
-            continue
-        video = video_rows.get(row["video_id"])
-        if video is None:
-            raise ValueError(f"{instructions}: row {row['row_id']!r} names video {row['video_id']!r}, which is not in {videos}")
-        if row["status"] != "accepted":
-            skipped[f"instruction_{row['status']}"] += 1
-            continue
-        keep.append((row, video))
+        return row["concept"] == concept
+
+    keep, skipped = _accepted(instructions, videos, ("subject", "style"),
+                              "fdd_personal reads the subject/style set (data/instructions/subject_style_instructions.parquet)", wanted)
     if not keep:
         raise ValueError(f"{instructions}: no accepted instructions for concept {concept!r} "
                          f"(concepts in the file: {sorted(c for c in concepts if c)}; left out: {dict(skipped)})")

@@ -65,7 +65,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
         if pool.batch is None:
             pool.fill()
         else:
-            held["refreshed"] = pool.refresh(step)
+            pool.refresh(step)
         batch, edit_real, video_real = pool.draw(run.batch_size, g)
         loss, logs, fake = fdd.student_step(batch, step, g)
         held.update(batch=batch, fake=fake, edit_real=edit_real, video_real=video_real)
