@@ -90,7 +90,6 @@ def test_variants_train_what_they_should_save_and_are_scored(inputs, tmp_path, v
     assert (tmp_path / variant / "model" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     if variant == "no_align":
         assert "steps" not in m and not out.curve
-        assert (tmp_path / "ckpt" / variant).is_dir()  # a DVC out: present though nothing trained
         return
     assert m["steps"] == 4 and m["pool.generated"] >= 3
     progress = sorted(p.name for p in (tmp_path / variant / "progress").iterdir())

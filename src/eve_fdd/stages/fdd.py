@@ -62,7 +62,6 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
                          "evaluation; only the Shapes profile is wired so far (see README, 'FDD')")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(variant)
-    checkpoints.mkdir(parents=True, exist_ok=True)  # a DVC out, also for no_align, which trains nothing
     torch.manual_seed(f.seed)
 
     backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()

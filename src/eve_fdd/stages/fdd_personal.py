@@ -78,7 +78,6 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
     lora_path = json.loads(lora_json.read_text())["path"]
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(concept)
-    checkpoints.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(f.seed)
 
     backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
