@@ -3,6 +3,8 @@
     eve-fdd params [--params params.yaml]          validate params.yaml, print the resolved config
     eve-fdd inspect data/videos/videos.parquet     schema, counts, first rows, rejects by reason
     eve-fdd render --seed 3 [--task local] -o x.gif  one Shapes video (and its ground-truth edit)
+    eve-fdd edit IN.mp4 --instruction "remove the red circle" --caption "..." [--task remove] -o OUT.mp4
+                                                   edit a video of any length with a trained student
 """
 
 from __future__ import annotations
@@ -80,6 +82,49 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """A bad argument or input file, reported as `error: ...` with exit status 2."""
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from .data.video import ClipError, read_video, resize_center_crop, write_gif, write_mp4
+    from .distill.editor import load_editor
+    from .world.grammar import task_of
+
+    source, out = Path(args.input), Path(args.output)
+    if out.suffix not in (".mp4", ".gif"):
+        raise UsageError(f"{out}: the output must end in .mp4 or .gif")
+    task = args.task or task_of(args.instruction)
+    if task is None:
+        raise UsageError(f"cannot tell the task of {args.instruction!r}; pass --task (one of {', '.join(TASKS)})")
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    try:
+        frames, fps = read_video(source)
+    except ClipError as exc:
+        raise UsageError(str(exc)) from None
+    cfg = load_config(args.params)
+    try:
+        editor = load_editor(cfg, args.model, args.backbone, args.edit_adapter, args.video_adapter)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    h, w = frames.shape[1:3]
+    if min(h, w) < args.min_side:
+        raise UsageError(f"{source}: frames are {w}x{h}; need at least {args.min_side} pixels on the short side "
+                         f"(the model edits {editor.size}x{editor.size} centre crops; --min-side to change)")
+    frames = np.stack([resize_center_crop(f, editor.size) for f in frames])
+    print(f"{source}: {len(frames)} frames at {fps:g} fps, {w}x{h} -> {editor.size}x{editor.size}; task {task}, "
+          f"model {args.model}", file=sys.stderr)
+    try:
+        edited = editor.edit(frames, args.instruction, args.caption, task, seed=args.seed, progress=not args.quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (write_gif if out.suffix == ".gif" else write_mp4)(edited, out, fps=fps, scale=args.scale)
+    print(f"wrote {out} ({len(edited)} frames)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("-o", "--output", default="shapes.gif", help=".gif (side by side) or .png (contact sheet)")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("edit", help="edit a video (mp4 or gif, any length) with a trained FDD student")
+    p.add_argument("input", help="the video to edit (anything PyAV reads: mp4, gif, ...)")
+    p.add_argument("--instruction", required=True, help='the edit, e.g. "remove the red circle"')
+    p.add_argument("--caption", required=True, help="the output caption: the edited video described")
+    p.add_argument("--task", choices=TASKS, help="the edit adapter's task label (default: read from the instruction)")
+    p.add_argument("-o", "--output", required=True, help="the edited video, .mp4 or .gif")
+    p.add_argument("--model", default="data/fdd/full", help="a stage fdd output directory (default: data/fdd/full)")
+    p.add_argument("--backbone", default="data/backbone")
+    p.add_argument("--edit-adapter", default="data/edit_adapter")
+    p.add_argument("--video-adapter", default="data/video_adapter")
+    p.add_argument("--params", default="params.yaml", help="the params the model was trained with")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=1, help="upscale the output by this integer factor (nearest neighbour)")
+    p.add_argument("--min-side", type=int, default=16, help="refuse videos whose short side is smaller than this")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_edit)
     return parser
 
 
@@ -104,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, tables.SchemaError) as exc:
+    except (ConfigError, tables.SchemaError, UsageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

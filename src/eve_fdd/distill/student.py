@@ -18,12 +18,13 @@ backbone is an image UNet (`UNet2DConditionModel`) carrying a subject or style L
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..diffusion import NoiseSchedule, ddim_sample
-from ..models.adapters import EditVideoModel, add_lora, motion_parameters, with_first_frame
+from ..models.adapters import EditVideoModel, add_lora, load_lora, motion_parameters, with_first_frame
 from .batch import EditBatch
 
 TRAINABLE = ("lora", "all")
@@ -31,14 +32,18 @@ TRAINABLE = ("lora", "all")
 
 class Student:
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, *, lora_name: str = "fdd", lora_rank: int = 4,
-                 trainable: str = "lora", gradient_checkpointing: bool = False, first_frame: bool = True):
+                 trainable: str = "lora", gradient_checkpointing: bool = False, first_frame: bool = True,
+                 lora: str | Path | None = None):
         if first_frame and type(unet).__name__ != "UNetMotionModel":
             raise ValueError(f"Student: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
         if trainable not in TRAINABLE:
             raise ValueError(f"Student: trainable={trainable!r}; expected one of {TRAINABLE}")
         unet.requires_grad_(False)
         controlnet.requires_grad_(False)
-        add_lora(unet, lora_name, rank=lora_rank)  # leaves only the LoRA trainable
+        if lora is None:
+            add_lora(unet, lora_name, rank=lora_rank)  # leaves only the LoRA trainable
+        else:  # a trained student's LoRA (its saved rank), for editing
+            load_lora(unet, lora, lora_name)
         if trainable == "all":
             controlnet.requires_grad_(True)
             for p in motion_parameters(unet):

@@ -27,10 +27,8 @@ from typing import Any
 import torch
 
 from ..diffusion import NoiseSchedule, ddim_sample
-from ..models.adapters import EditVideoModel, with_first_frame
+from ..models.adapters import EditVideoModel, load_lora, with_first_frame
 from .batch import EditBatch
-
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_adapter writes (stage `loras`)
 
 
 @contextmanager
@@ -51,8 +49,7 @@ def with_lora_merged(unet: Any, directory: str | Path, name: str) -> Any:
     """A copy of `unet` with the LoRA saved in `directory` (diffusers' layout, as stage `loras`
     writes it) fused into its weights: a plain UNet that draws the subject or style. The
     original is untouched, so the edit teacher keeps the bare backbone."""
-    merged = copy.deepcopy(unet)
-    merged.load_lora_adapter(str(directory), weight_name=LORA_WEIGHTS, prefix=None, adapter_name=name)
+    merged = load_lora(copy.deepcopy(unet), directory, name)
     merged.fuse_lora(adapter_names=[name])
     merged.unload_lora()
     return merged.requires_grad_(False).eval()

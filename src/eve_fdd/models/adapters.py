@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from ..world import vocab
 
 TASK_LABELS = vocab.ALL_TASKS  # class index = position here
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_adapter writes
 
 
 def task_ids(tasks: list[str]) -> torch.Tensor:
@@ -114,6 +116,20 @@ def add_lora(model: Any, name: str, rank: int = 4, alpha: float | None = None) -
         exclude_modules=r".*motion_modules.*" if has_motion else None,  # peft warns when it excludes nothing
     )
     model.add_adapter(config, adapter_name=name)
+    return model
+
+
+def load_lora(model: Any, directory: str | Path, name: str) -> Any:
+    """The LoRA saved in `directory` (diffusers' `save_lora_adapter` layout) added to `model`
+    as adapter `name`, with the rank it was saved with."""
+    path = Path(directory) / LORA_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no LoRA weights there (expected what save_lora_adapter writes)")
+    import warnings
+
+    with warnings.catch_warnings():  # the saved config's exclude_modules has nothing to exclude among the saved keys
+        warnings.filterwarnings("ignore", message="You have passed exclude_modules")
+        model.load_lora_adapter(str(directory), weight_name=LORA_WEIGHTS, prefix=None, adapter_name=name)
     return model
 
 

@@ -29,6 +29,7 @@ from ..data.video import contact_sheet, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
+from ..distill.editor import VideoEditor
 from ..distill.fdd import FDD
 from ..distill.pool import TeacherPool
 from ..distill.run import ProgressSamples, RunSettings, discriminators, timestep_plot, train_fdd
@@ -132,14 +133,13 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     is scored beside them (`identity.*`)."""
     w = cfg.world
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
+    editor = VideoEditor(student, edit_teacher, backbone, timesteps, w.frames, w.size)
     load = data_fn(items, backbone.encode_text)
     g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
     edited, truth = [], []
     for i in range(0, len(items), chunk):
         index = list(range(i, min(i + chunk, len(items))))
-        batch = load(index)
-        first = edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, timesteps)
-        edited.append(student.generate(torch.randn(batch.source.shape, generator=g), batch.with_first(first), timesteps))
+        edited.append(editor.edit_batch(load(index), g))
         truth.append(to_model_space(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
     edited_t, truth_t, source_t = torch.cat(edited), torch.cat(truth), to_model_space(items.frames)
     metrics = {f"eval.{k}": v for k, v in summarize(video_errors(edited_t, source_t, truth_t), items.tasks).items()}

@@ -116,3 +116,24 @@ def parse_instruction(
         return spec, apply_edit(scene, spec, allow_reserved=allow_reserved)
     except SceneError as exc:
         raise InstructionError("invalid_edit", f"{text!r}: {exc}") from None
+
+
+def task_of(text: str) -> str | None:
+    """The task an instruction's wording asks for (no scene needed), or None when it reads as
+    none of them: how `eve-fdd edit` picks the edit adapter's task label when none is given.
+    "replace" answers "local", the label the edit adapter knows it by (distill/data.py)."""
+    norm = normalize(text)
+    if norm in STYLE_PHRASES:
+        return "style"
+    if norm in LIGHTING_PHRASES:
+        return "global"
+    for task in ("add", "remove", "background"):
+        if _match(task, norm):
+            return task
+    if _match("replace", norm):
+        return "local"
+    if (g := _match("texture", norm)) and ("solid" if g[2] == "plain" else g[2]) in vocab.TEXTURES:
+        return "texture"
+    if ((g := _match("local_size", norm)) and g[2] in vocab.SIZES) or ((g := _match("local_color", norm)) and g[2] in vocab.COLORS):
+        return "local"
+    return None

@@ -1,0 +1,167 @@
+"""Edit a video of any length with a trained FDD student (`eve-fdd edit`).
+
+The student edits clips of the video adapter's length (`world.frames`, 8 by default). The
+first frame of the video is edited by the edit teacher, as in training and in the stage's
+evaluation (METHOD.md section 6); the student makes the rest window after window, each
+window conditioned on the last edited frame of the window before it (windows overlap by that
+one frame, the last one may be shorter). Ours: the paper says only "sliding window over the
+input video"; this form keeps the video adapter's image-to-video conditioning on a clean frame
+in every window, where averaging overlapping windows would give it a noisy one.
+
+On a clip no longer than one window the editor does exactly what stage `fdd` evaluates (the
+same noise, drawn in the same order, for the same seed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
+from ..models.adapters import load_video_adapter, video_adapter
+from ..models.registry import build_backbone, trained_path
+from ..train.video_adapter import clips_to_uint8
+from ..world.vocab import TASKS
+from .batch import EditBatch
+from .data import edit_labels, to_model_space
+from .student import Student
+from .teachers import EditTeacher
+
+LORA = "fdd"  # the adapter name stage fdd trains and saves its LoRA under
+
+
+def chained_windows(frames: int, window: int) -> list[slice]:
+    """Windows of at most `window` frames covering 0..frames-1, each starting on the last
+    frame of the one before (the frame it is conditioned on)."""
+    if window < 2:
+        raise ValueError(f"window must be at least 2 frames (a conditioning frame and one more), got {window}")
+    if frames < 2:
+        return []  # nothing after the first frame
+    return [slice(s, min(s + window, frames)) for s in range(0, frames - 1, window - 1)]
+
+
+@dataclass
+class VideoEditor:
+    student: Student
+    edit_teacher: EditTeacher
+    backbone: Any  # models.backbone.Backbone (frozen): the text encoder and its tokenizer
+    timesteps: torch.Tensor  # the T DDIM inference timesteps, descending
+    window: int
+    size: int  # the model's frame size (pixels)
+
+    @torch.no_grad()
+    def edit_batch(self, batch: EditBatch, generator: torch.Generator, on_window: Any = None) -> torch.Tensor:
+        """Edited clips (B, C, F, H, W) in model space for the batch's input clips."""
+        first = self.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=generator), batch,
+                                                   self.timesteps)
+        out = batch.source.new_empty(batch.source.shape)
+        out[:, :, 0] = first
+        for w in chained_windows(batch.frames, self.window):
+            part = replace(batch, source=batch.source[:, :, w], first=out[:, :, w.start])
+            out[:, :, w] = self.student.generate(torch.randn(part.source.shape, generator=generator), part, self.timesteps)
+            if on_window is not None:
+                on_window()
+        return out
+
+    def edit(self, frames: np.ndarray, instruction: str, caption: str, task: str, seed: int = 0, progress: bool = True) -> np.ndarray:
+        """A uint8 video (F, size, size, 3), already at the model's size, edited by `instruction`
+        towards the output `caption`."""
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected uint8 frames (F, {self.size}, {self.size}, 3), got {frames.dtype} {frames.shape}")
+        if task not in TASKS:
+            raise ValueError(f"task {task!r}: expected one of {list(TASKS)}")
+        for what, text in (("instruction", instruction), ("caption", caption)):
+            unknown = unknown_words(self.backbone.tokenizer, text)
+            if unknown:
+                raise ValueError(f"{what} {text!r}: the text encoder does not know {unknown} (this model reads the words "
+                                 f"it was trained on; see `eve-fdd params` for the profile)")
+        batch = EditBatch(to_model_space(frames[None]), self.backbone.encode_text([caption]), self.backbone.encode_text([instruction]),
+                          edit_labels([task]))
+        windows = chained_windows(len(frames), self.window)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(windows), desc="edit (windows)", unit="window", disable=not progress) as bar:
+            out = self.edit_batch(batch, torch.Generator().manual_seed(seed), on_window=lambda: bar.update())
+        return clips_to_uint8(out)[0]
+
+
+def unknown_words(tokenizer: Any, text: str) -> list[str]:
+    """Words of `text` that the tokenizer can only read as its unknown token (the Shapes
+    profile's word-level tokenizer knows the world's words only; CLIP's BPE knows all)."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    return [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False).input_ids]
+
+
+def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "data/backbone",
+                edit_dir: str | Path = "data/edit_adapter", video_dir: str | Path = "data/video_adapter") -> VideoEditor:
+    """The student stage `fdd` saved in `model_dir` (its model.json), on the teachers it was
+    trained with (the stage directories of `backbone`, `edit_adapter`, `video_adapter`)."""
+    if cfg.profile != "shapes":
+        raise ValueError("edit: the full profile's FDD is not wired yet (stage fdd runs on the Shapes profile only, "
+                         "see README, 'FDD')")
+    info = _model_info(Path(model_dir))
+    from diffusers import ControlNetModel
+
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    expected = str(Path(trained_path(backbone_dir)))
+    for name, stage_dir in (("edit_adapter", edit_dir), ("video_adapter", video_dir)):
+        on = json.loads((Path(stage_dir) / "model.json").read_text()).get("backbone") if (Path(stage_dir) / "model.json").is_file() else None
+        if on is not None and str(Path(on)) != expected:
+            raise ValueError(f"{Path(stage_dir) / 'model.json'}: the {name} was trained on backbone {on}, not {expected}")
+    teacher_cn = ControlNetModel.from_pretrained(trained_path(edit_dir)).requires_grad_(False).eval()
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    if info.get("trainable") == "all":  # random_init: the student trained its own adapters
+        unet = video_adapter(backbone.unet, heads=cfg.video_adapter.heads, max_frames=max(32, cfg.world.frames))
+        _load_motion(unet, Path(info["motion_modules"]))
+        student_cn = ControlNetModel.from_pretrained(info["controlnet"])
+    else:
+        unet, student_cn = load_video_adapter(backbone.unet, trained_path(video_dir)), teacher_cn
+    student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"])
+    student.unet.requires_grad_(False).eval()
+    student.controlnet.requires_grad_(False).eval()
+    size = backbone.unet.config.sample_size
+    if size != cfg.world.size:
+        raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "
+                         f"world.size={cfg.world.size}; use the params the model was trained with")
+    return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule), backbone,
+                       inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.world.frames, size)
+
+
+def _model_info(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "model.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected a trained student (stage fdd writes data/fdd/<variant>/model.json; "
+                                f"run `dvc repro fdd` first)")
+    try:
+        info = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    need: Sequence[str] = ("lora", "controlnet", "motion_modules") if info.get("trainable") == "all" else ("lora",)
+    missing = [k for k in need if k not in info]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; expected the model.json stage fdd writes")
+    return info
+
+
+def _load_motion(unet: Any, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    saved = load_file(path)
+    names = {n for n, _ in unet.named_parameters() if "motion_modules" in n}
+    if set(saved) != names:
+        raise ValueError(f"{path}: its temporal-layer weights do not match the video adapter built from params.yaml "
+                         f"({len(set(saved) ^ names)} names differ)")
+    params = dict(unet.named_parameters())
+    with torch.no_grad():
+        for n, value in saved.items():
+            params[n].copy_(value)
