@@ -51,6 +51,9 @@ def project(tmp_path_factory, request):
                          ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
         params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
         params[stage].update(extra)
+    params["metric_models"].update(hidden_size=16, layers=1, heads=2, clip_batch_size=2, xclip_batch_size=2, eval_scenes=4)
+    for k in ("clip_train", "xclip_train"):
+        params["metric_models"][k].update(steps=3, checkpoint_every=2, log_every=1)
     # no FDD here: a Llama trained for 10 steps writes no valid instruction, and FDD rightly
     # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
     params["fdd"]["variants"] = []
@@ -67,7 +70,8 @@ def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project
     out = _run(["dvc", "repro"], dest, env)
     for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter",
-                  "video_adapter", "loras@star", "loras@cross", "loras@scanlines", "loras@sketch"):
+                  "video_adapter", "loras@star", "loras@cross", "loras@scanlines", "loras@sketch", "metric_models@clip",
+                  "metric_models@xclip"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24

@@ -310,6 +310,26 @@ class FddPersonalConfig(Section):
     samples: int = Field(8, ge=0, description="rows on the contact sheet")
 
 
+class MetricModelsConfig(Section):
+    """Stage `metric_models` (foreach clip, xclip): the models of the paper's automatic metrics
+    (METHOD.md section 7). Full: hub ids or local directories; Shapes: small models of the same
+    classes trained on the world's scenes and captions (evaluate/metric_models.py)."""
+
+    clip: str = Field("openai/clip-vit-large-patch14", description="full: CLIPModel for CLIPFrame")
+    pick: str = Field("yuvalkirstain/PickScore_v1", description="full: CLIPModel for PickScore")
+    pick_processor: str = Field("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", description="full: tokenizer and image processor of PickScore_v1")
+    xclip: str = Field("microsoft/xclip-base-patch32", description="full: XCLIPModel for ViCLIP_out / ViCLIP_dir (ours: ViCLIP is not a transformers class)")
+    hidden_size: int = Field(64, ge=8, description="Shapes: width of both small models")
+    layers: int = Field(3, ge=1)
+    heads: int = Field(4, ge=1)
+    patch_size: int = Field(8, ge=1)
+    clip_train: TrainConfig = TrainConfig(steps=1200, lr=1e-3, warmup_steps=50, checkpoint_every=400, log_every=25)
+    xclip_train: TrainConfig = TrainConfig(steps=600, lr=1e-3, warmup_steps=50, checkpoint_every=200, log_every=25)
+    clip_batch_size: int = Field(32, ge=2, description="scenes per step (each with its edit: twice as many pairs)")
+    xclip_batch_size: int = Field(16, ge=2)
+    eval_scenes: int = Field(280, ge=1, description="held-out scenes (with one edit each) of the check")
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -331,6 +351,7 @@ class Config(Section):
     loras: LorasStageConfig = LorasStageConfig()
     fdd: FddConfig = FddConfig()
     fdd_personal: FddPersonalConfig = FddPersonalConfig()
+    metric_models: MetricModelsConfig = MetricModelsConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
