@@ -37,9 +37,10 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     return root
 
 
-def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[str, Path]):
+def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[str, Path], stage: str | None = None):
     """`python -m flows.<module> ITEM` as DVC runs it, in `project` holding `inputs` (path under
-    the project -> file or folder to copy) and `params`; returns the stage's MLflow run and client."""
+    the project -> file or folder to copy) and `params`; returns the MLflow run of DVC stage
+    `<stage>@ITEM` (stage: the module's name unless given) and the client."""
     import os
     import shutil
     import subprocess
@@ -58,6 +59,49 @@ def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[s
     proc = subprocess.run([sys.executable, "-m", f"flows.{module}", item], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    stage = f"{module}@{item}"
+    stage = f"{stage or module}@{item}"
     (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], f"tags.`dvc.stage` = '{stage}'")
     return run, client
+
+
+def fdd_inputs(cfg, tasks, backbone_dir: Path, root: Path) -> dict[str, Path]:
+    """Stage outputs on disk as FDD and the evaluation read them: videos, an instruction table
+    (written from the world's own edits, one rejected row), and tiny untrained edit and video
+    adapters on the backbone in `backbone_dir`."""
+    import json
+
+    import numpy as np
+
+    from eve_fdd.data import tables
+    from eve_fdd.models.adapters import edit_adapter, video_adapter
+    from eve_fdd.models.backbone import load_backbone
+    from eve_fdd.models.registry import trained_path
+    from eve_fdd.stages import videos
+    from eve_fdd.world import Scene, applicable, make_edit
+
+    rows = videos.render_shapes(cfg, range(cfg.videos.count))
+    for r in rows:
+        r["split"] = "test" if int(r["video_id"].split("-")[-1]) % 4 == 0 else "train"
+    tables.write_table(tables.VIDEOS, rows, root / "videos.parquet")
+    instructions = []
+    rng = np.random.default_rng(0)
+    for r in rows:
+        scene = Scene.from_json(r["scene"])
+        for task in tasks:
+            edit = make_edit(scene, task, rng, tuple(cfg.world.speed)) if applicable(scene, task) else None
+            ok = edit is not None and not (r["video_id"].endswith("01") and task == "local")
+            instructions.append(dict(
+                row_id=f"{r['video_id']}/{task}", set="videos", video_id=r["video_id"], task=task, concept=None,
+                input_caption=r["caption"], instruction=edit.instruction if ok else "", output_caption=edit.output_caption if ok else "",
+                edit_spec=edit.spec.to_json() if ok else None, model="test.gguf", model_sha256="0" * 64, prompt_version="t",
+                seed=0, attempts=1, raw_output="", status="accepted" if ok else "rejected", reason=None if ok else "test",
+                completion_tokens=0))
+    tables.write_table(tables.INSTRUCTIONS, instructions, root / "instructions.parquet")
+    bb = load_backbone(trained_path(backbone_dir))
+    cn = edit_adapter(bb.unet)
+    cn.save_pretrained(root / "edit_adapter" / "model")
+    (root / "edit_adapter" / "model.json").write_text(json.dumps({"path": str(root / "edit_adapter" / "model")}))
+    video_adapter(bb.unet, heads=2, max_frames=32).save_motion_modules(str(root / "video_adapter" / "model"))
+    (root / "video_adapter" / "model.json").write_text(json.dumps({"path": str(root / "video_adapter" / "model")}))
+    return dict(instructions=root / "instructions.parquet", videos=root / "videos.parquet", backbone_dir=backbone_dir,
+                edit_dir=root / "edit_adapter", video_dir=root / "video_adapter")

@@ -58,6 +58,7 @@ def project(tmp_path_factory, request):
     # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
     params["fdd"]["variants"] = []
     params["fdd_personal"]["concepts"] = []
+    params["evaluate"]["baselines"] = []  # nothing to edit either; the stages' flow runs in tests/test_evaluate.py
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)

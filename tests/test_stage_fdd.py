@@ -11,13 +11,9 @@ import pytest
 from eve_fdd.config import Config, ConfigError, load_config
 from eve_fdd.data import tables
 from eve_fdd.distill.data import ground_truth, load_items
-from eve_fdd.models.adapters import edit_adapter, video_adapter
-from eve_fdd.models.backbone import load_backbone
-from eve_fdd.models.registry import trained_path
-from eve_fdd.stages import fdd, videos
-from eve_fdd.world import Scene, applicable, make_edit
+from eve_fdd.stages import fdd
 
-from conftest import ROOT, TINY_BACKBONE, run_flow
+from conftest import ROOT, TINY_BACKBONE, fdd_inputs, run_flow
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -33,36 +29,7 @@ TASKS = ("remove", "local", "background")
 
 @pytest.fixture(scope="module")
 def inputs(tiny_backbone_dir, tmp_path_factory):
-    """Stage outputs on disk: videos, an instruction table (written from the world's own edits,
-    one rejected row), and tiny untrained edit and video adapters."""
-    root = tmp_path_factory.mktemp("fdd-inputs")
-    rows = videos.render_shapes(CFG, range(CFG.videos.count))
-    for r in rows:
-        r["split"] = "test" if int(r["video_id"].split("-")[-1]) % 4 == 0 else "train"
-    tables.write_table(tables.VIDEOS, rows, root / "videos.parquet")
-    instructions = []
-    rng = np.random.default_rng(0)
-    for r in rows:
-        scene = Scene.from_json(r["scene"])
-        for task in TASKS:
-            edit = make_edit(scene, task, rng, tuple(CFG.world.speed)) if applicable(scene, task) else None
-            ok = edit is not None and not (r["video_id"].endswith("01") and task == "local")
-            instructions.append(dict(
-                row_id=f"{r['video_id']}/{task}", set="videos", video_id=r["video_id"], task=task, concept=None,
-                input_caption=r["caption"], instruction=edit.instruction if ok else "", output_caption=edit.output_caption if ok else "",
-                edit_spec=edit.spec.to_json() if ok else None, model="test.gguf", model_sha256="0" * 64, prompt_version="t",
-                seed=0, attempts=1, raw_output="", status="accepted" if ok else "rejected", reason=None if ok else "test",
-                completion_tokens=0))
-    tables.write_table(tables.INSTRUCTIONS, instructions, root / "instructions.parquet")
-    bb = load_backbone(trained_path(tiny_backbone_dir))
-    cn = edit_adapter(bb.unet)
-    cn.save_pretrained(root / "edit_adapter" / "model")
-    (root / "edit_adapter" / "model.json").write_text(json.dumps({"path": str(root / "edit_adapter" / "model")}))
-    video_adapter(bb.unet, heads=2, max_frames=32).save_motion_modules(str(root / "video_adapter" / "model"))
-    (root / "video_adapter" / "model.json").write_text(json.dumps({"path": str(root / "video_adapter" / "model")}))
-    return dict(instructions=root / "instructions.parquet", videos=root / "videos.parquet", backbone_dir=tiny_backbone_dir,
-                edit_dir=root / "edit_adapter", video_dir=root / "video_adapter")
-
+    return fdd_inputs(CFG, TASKS, tiny_backbone_dir, tmp_path_factory.mktemp("fdd-inputs"))
 
 def _build(inputs, tmp_path, variant, cfg=CFG):
     return fdd.build(cfg, variant, inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],

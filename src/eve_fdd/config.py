@@ -330,6 +330,19 @@ class MetricModelsConfig(Section):
     eval_scenes: int = Field(280, ge=1, description="held-out scenes (with one edit each) of the check")
 
 
+class EvaluateConfig(Section):
+    """Stages `evaluate` (foreach FDD variant) and `baselines`: held-out edits scored by the
+    Shapes ground truth and the paper's automatic metrics (METHOD.md section 7)."""
+
+    baselines: tuple[str, ...] = Field(("input", "edit_frames", "sdedit_50", "sdedit_60", "sdedit_75", "sdedit_90"),
+                                       description="input (unchanged), edit_frames (edit adapter per frame), sdedit_<NN> (SDEdit at level NN/100)")
+    items: int = Field(56, ge=1, description="held-out data points, spread evenly over the tasks (at most the test split's)")
+    seed: int = Field(0, description="noise of the edits (stage fdd's own evaluation uses fdd.seed the same way)")
+    batch_size: int = Field(8, ge=1, description="clips edited at once")
+    metric_batch_size: int = Field(16, ge=1, description="clips scored at once by the paper's metrics")
+    samples: int = Field(8, ge=0, description="input | edited rows on each method's contact sheet")
+
+
 class TrackingConfig(Section):
     uri: str = Field("sqlite:///mlflow.db", description="MLflow tracking URI; relative sqlite paths are taken from the project root")
     experiment_prefix: str = "eve-fdd"
@@ -352,6 +365,7 @@ class Config(Section):
     fdd: FddConfig = FddConfig()
     fdd_personal: FddPersonalConfig = FddPersonalConfig()
     metric_models: MetricModelsConfig = MetricModelsConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

@@ -1,0 +1,175 @@
+"""Stages `evaluate` (DVC foreach over the FDD variants) and `baselines` (foreach over
+`evaluate.baselines`): edit the held-out data points with one method and score them with the
+same code (METHOD.md section 7; Shapes: section 10).
+
+Held-out data points: accepted instructions on test-split videos (never used in training),
+`evaluate.items` of them spread evenly over the tasks. Methods: an FDD variant's student
+(distill/editor.py: first frame by the edit teacher, the rest by the student), or a baseline
+(evaluate/baselines.py: `input` = the input returned unchanged, `edit_frames`, `sdedit_<NN>` =
+SDEdit at noise level NN/100).
+Scores, per task and their mean (every task weighing the same):
+- `gt.*` (Shapes ground truth): fidelity on all / changed / kept pixels, temporal error, frame
+  change (evaluate/video_edits.py), PSNR and SSIM (evaluate/fidelity.py);
+- `paper.*`: CLIPFrame, PickScore, ViCLIP_out, ViCLIP_dir with the models of stage
+  `metric_models` (evaluate/paper_metrics.py).
+Outputs: `data/evaluate/<method>/edits.npy` (uint8 (N, F, H, W, 3), the edited clips in
+data-point order, for the report's grids and the human-evaluation export), a contact sheet,
+and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import FDD_VARIANTS, Config
+from ..data.video import contact_sheet
+from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
+from ..distill.batch import EditBatch
+from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
+from ..distill.editor import load_editor
+from ..distill.teachers import ConceptTeacher, EditTeacher
+from ..evaluate import per_task_means
+from ..evaluate.baselines import edit_frames, sdedit
+from ..evaluate.fidelity import psnr_ssim
+from ..evaluate.paper_metrics import MetricModels, load_image_text, load_video_text, paper_metrics
+from ..evaluate.video_edits import video_errors
+from ..models.registry import build_backbone, trained_path
+from ..train.edit_adapter import round_robin
+from ..train.video_adapter import clips_to_uint8
+
+# what dvc.yaml declares (not evaluate.baselines: adding a baseline reruns no other method)
+PARAMS = ("profile", "seed", "world", "diffusion", "video_adapter.heads", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
+          "evaluate.metric_batch_size", "evaluate.samples")
+BASELINE_PARAMS = PARAMS + ("backbone.guidance_scale",)
+Edit = Callable[[EditBatch, torch.Generator], torch.Tensor]
+
+
+def stage_of(method: str) -> str:
+    """`evaluate` for an FDD variant, `baselines` for a baseline (as dvc.yaml names them)."""
+    return "evaluate" if method in FDD_VARIANTS else "baselines"
+
+
+def sdedit_level(method: str) -> float:
+    """`sdedit_75` -> 0.75."""
+    try:
+        level = int(method.removeprefix("sdedit_")) / 100
+    except ValueError:
+        raise ValueError(f"baseline {method!r}: SDEdit is named sdedit_<NN>, NN the noise level in percent (e.g. sdedit_75)") from None
+    if not 0 < level <= 1:
+        raise ValueError(f"baseline {method!r}: the noise level must be in (0, 1], got {level}")
+    return level
+
+
+@dataclass
+class Dirs:
+    instructions: Path
+    videos: Path
+    backbone: Path
+    edit_adapter: Path
+    video_adapter: Path
+    fdd: Path  # data/fdd: one directory per variant
+    metric_models: Path  # data/metric_models: clip/, xclip/
+
+
+def held_out(cfg: Config, dirs: Dirs) -> FddItems:
+    items = load_items(dirs.instructions, dirs.videos, "test")
+    if not len(items):
+        raise ValueError(f"{dirs.instructions}: no accepted instruction on a test-split video; nothing to evaluate")
+    return items.take(round_robin(items.tasks, cfg.evaluate.items))
+
+
+def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
+    """The method's edit function (EditBatch, generator) -> clips in model space, and the
+    backbone (whose text encoder reads the data points)."""
+    if method in FDD_VARIANTS:
+        editor = load_editor(cfg, dirs.fdd / method, dirs.backbone, dirs.edit_adapter, dirs.video_adapter)
+        return editor.edit_batch, editor.backbone
+    backbone = build_backbone(cfg, trained_path(dirs.backbone)).freeze()
+    scheduler = make_scheduler(cfg.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)
+    if method == "input":
+        return (lambda batch, g: batch.source.clone()), backbone
+    if method == "edit_frames":
+        from diffusers import ControlNetModel
+
+        teacher = EditTeacher(backbone.unet, ControlNetModel.from_pretrained(trained_path(dirs.edit_adapter)).requires_grad_(False).eval(),
+                              schedule)
+        return (lambda batch, g: edit_frames(teacher, batch, timesteps, g)), backbone
+    if method.startswith("sdedit_"):
+        level = sdedit_level(method)
+        with torch.no_grad():
+            denoiser = ConceptTeacher(backbone.unet, schedule, cfg.backbone.guidance_scale, backbone.encode_text([""]))
+        return (lambda batch, g: sdedit(denoiser, schedule, batch, timesteps, level, g)), backbone
+    raise ValueError(f"evaluate: unknown method {method!r}; expected an FDD variant {list(FDD_VARIANTS)}, "
+                     "input, edit_frames or sdedit_<NN>")
+
+
+def load_metric_models(directory: Path) -> MetricModels:
+    info = {}
+    for kind in ("clip", "xclip"):
+        path = directory / kind / "model.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; run `dvc repro metric_models` first")
+        info[kind] = json.loads(path.read_text())
+    clip = info["clip"]
+    image_text = load_image_text(clip["path"])
+    pick = image_text if clip["pick"] == clip["path"] else load_image_text(clip["pick"], clip.get("pick_processor"))
+    return MetricModels(image_text, pick, load_video_text(info["xclip"]["path"]))
+
+
+def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels) -> dict[str, float]:
+    """`gt.*` and `paper.*` means per task and overall for uint8 edited clips of `items`."""
+    w = cfg.world
+    truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample) for i in range(len(items))])
+    gt = video_errors(to_model_space(edited), to_model_space(items.frames), to_model_space(truth)) | psnr_ssim(edited, truth)
+    paper = paper_metrics(models, edited, items.frames, items.input_captions, items.output_captions, cfg.evaluate.metric_batch_size)
+    return ({f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()}
+            | {f"paper.{k}": v for k, v in per_task_means(paper, items.tasks).items()})
+
+
+def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float], list[Path]]:
+    if cfg.profile != "shapes":
+        raise ValueError("evaluate: the full profile has no ground truth and its FDD is not wired yet; "
+                         "only the Shapes profile is evaluated so far (see README, 'Evaluation')")
+    items = held_out(cfg, dirs)
+    edit, backbone = method_editor(cfg, method, dirs)
+    models = load_metric_models(dirs.metric_models)
+    load = data_fn(items, backbone.encode_text)
+    g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
+    chunks = [list(range(i, min(i + cfg.evaluate.batch_size, len(items)))) for i in range(0, len(items), cfg.evaluate.batch_size)]
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    edited = []
+    with torch.no_grad():
+        for index in tqdm(chunks, desc=f"edit ({method})", unit="batch", disable=not progress):
+            edited.append(clips_to_uint8(edit(load(index), g)))
+    edited_u8 = np.concatenate(edited)
+    edit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = {"items": len(items), **score(items, edited_u8, cfg, models)}
+    metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.save(out_dir / "edits.npy", edited_u8, allow_pickle=False)
+    (out_dir / "items.json").write_text(json.dumps({"method": method, "row_ids": items.row_ids, "tasks": items.tasks}, indent=1) + "\n")
+    artifacts = [out_dir / "items.json"]
+    n = min(cfg.evaluate.samples, len(items))
+    if n:
+        sheet = out_dir / "samples.png"
+        rows, labels = [], []
+        for j in round_robin(items.tasks, n):
+            rows += [items.frames[j], edited_u8[j]]
+            labels += [f"input: {items.input_captions[j]}", f"{method} | {items.tasks[j]}: {items.instructions[j]}"]
+        contact_sheet(rows, sheet, scale=max(1, 96 // cfg.world.size), captions=labels)
+        artifacts.append(sheet)
+    return metrics, artifacts

@@ -1,0 +1,178 @@
+"""Evaluation (issue 6): PSNR/SSIM against the ground truth, the baselines' edits, and stages
+`evaluate` / `baselines` on tiny models end to end (the flow included)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eve_fdd.config import Config
+from eve_fdd.diffusion import NoiseSchedule, inference_timesteps, make_scheduler
+from eve_fdd.distill.batch import EditBatch
+from eve_fdd.distill.data import edit_labels, to_model_space
+from eve_fdd.distill.teachers import ConceptTeacher, EditTeacher
+from eve_fdd.evaluate.baselines import edit_frames, sdedit, sdedit_start
+from eve_fdd.evaluate.fidelity import MAX_PSNR, psnr_ssim
+from eve_fdd.models.adapters import edit_adapter
+from eve_fdd.models.backbone import load_backbone
+from eve_fdd.models.registry import trained_path
+from eve_fdd.stages import evaluate, fdd, metric_models
+from eve_fdd.world import random_scene, render_video
+
+from conftest import TINY_BACKBONE, fdd_inputs, run_flow
+
+TRAIN = {"steps": 2, "checkpoint_every": 2, "log_every": 1}
+CFG = Config(
+    models={"backbone": {"tiny": TINY_BACKBONE}},
+    diffusion={"inference_steps": 4},
+    videos={"count": 24, "shard_size": 24, "samples": 0, "test_fraction": 0.25},
+    video_adapter={"heads": 2},
+    fdd={"iterations": 2, "batch_size": 2, "k": 2, "pool_size": 2, "teacher_steps": 2, "checkpoint_every": 2, "log_every": 1,
+         "sample_every": 2, "eval_items": 2, "samples": 0, "lora_rank": 2,
+         "discriminator": {"hidden_size": 16, "layers": 2, "heads": 2, "patch_size": 8, "feature_layers": [1, 2], "head_width": 16, "head_heads": 2}},
+    metric_models={"hidden_size": 16, "layers": 1, "heads": 2, "clip_train": TRAIN, "xclip_train": TRAIN, "clip_batch_size": 2,
+                   "xclip_batch_size": 2, "eval_scenes": 2},
+    evaluate={"items": 6, "batch_size": 4, "samples": 2, "baselines": ["input", "edit_frames", "sdedit_75"]},
+)
+TASKS = ("remove", "local", "background")
+
+
+def _clips(n: int, frames: int = 3) -> np.ndarray:
+    return np.stack([render_video(random_scene(s), frames, 32) for s in range(n)])
+
+
+def test_psnr_ssim_of_the_truth_itself_and_of_a_worse_edit():
+    truth = _clips(2)
+    same = psnr_ssim(truth, truth)
+    assert (same["psnr"] == MAX_PSNR).all() and np.allclose(same["ssim"], 1.0)
+    noisy = np.clip(truth.astype(int) + np.random.default_rng(0).integers(-40, 41, truth.shape), 0, 255).astype(np.uint8)
+    worse = psnr_ssim(noisy, truth)
+    assert (worse["psnr"] < 30).all() and (worse["ssim"] < 0.95).all()
+    noisy[:, 0] = truth[:, 0]  # frame 0 is not scored
+    np.testing.assert_allclose(psnr_ssim(noisy, truth)["psnr"], worse["psnr"])
+    with pytest.raises(ValueError, match="two uint8 clip batches"):
+        psnr_ssim(truth, truth[:, :2])
+
+
+def test_sdedit_levels_run_the_right_steps():
+    ts = torch.tensor([750, 500, 250, 0])
+    assert sdedit_start(ts, 1.0) == 0 and sdedit_start(ts, 0.75) == 1 and sdedit_start(ts, 0.0) == 4
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        sdedit_start(ts, 1.5)
+    assert evaluate.sdedit_level("sdedit_75") == 0.75
+    with pytest.raises(ValueError, match="sdedit_<NN>"):
+        evaluate.sdedit_level("sdedit_high")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_backbone_dir):
+    bb = load_backbone(trained_path(tiny_backbone_dir)).freeze()
+    scheduler = make_scheduler(CFG.diffusion)
+    schedule = NoiseSchedule.from_scheduler(scheduler)
+    torch.manual_seed(0)
+    cn = edit_adapter(bb.unet)
+    with torch.no_grad():
+        for p in cn.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return bb, schedule, inference_timesteps(scheduler, 4), EditTeacher(bb.unet, cn.eval(), schedule)
+
+
+def _batch(bb, clips: np.ndarray) -> EditBatch:
+    n = len(clips)
+    return EditBatch(to_model_space(clips), bb.encode_text(["a small red circle on a white background"] * n),
+                     bb.encode_text(["make the background black"] * n), edit_labels(["background"] * n))
+
+
+def test_sdedit_keeps_the_input_at_level_zero_and_forgets_it_at_level_one(models):
+    bb, schedule, ts, _ = models
+    denoiser = ConceptTeacher(bb.unet, schedule)
+    a, b = _batch(bb, _clips(2)), _batch(bb, _clips(2)[::-1].copy())
+    torch.testing.assert_close(sdedit(denoiser, schedule, a, ts, 0.0, torch.Generator().manual_seed(1)), a.source)
+    # zero terminal SNR: at level 1 the start is pure noise, so the input does not matter
+    out_a = sdedit(denoiser, schedule, a, ts, 1.0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(out_a, sdedit(denoiser, schedule, b, ts, 1.0, torch.Generator().manual_seed(1)))
+    half = sdedit(denoiser, schedule, a, ts, 0.5, torch.Generator().manual_seed(1))
+    assert half.shape == a.source.shape and not torch.allclose(half, out_a)
+
+
+def test_edit_frames_edits_each_frame_on_its_own(models):
+    bb, _, ts, teacher = models
+    clips = _clips(1)
+    changed = clips.copy()
+    changed[0, 2] = 255 - changed[0, 2]
+    a = edit_frames(teacher, _batch(bb, clips), ts, torch.Generator().manual_seed(2))
+    b = edit_frames(teacher, _batch(bb, changed), ts, torch.Generator().manual_seed(2))
+    assert a.shape == (1, 3, 3, 32, 32)
+    torch.testing.assert_close(a[:, :, :2], b[:, :, :2])  # frames 0, 1 do not see frame 2
+    assert not torch.allclose(a[:, :, 2], b[:, :, 2])
+
+
+@pytest.fixture(scope="module")
+def project(tiny_backbone_dir, tmp_path_factory):
+    """Every input of stages evaluate and baselines under data/, as DVC leaves them."""
+    root = tmp_path_factory.mktemp("evaluate-project")
+    data = root / "data"
+    data.mkdir()
+    found = fdd_inputs(CFG, TASKS, tiny_backbone_dir, data)
+    fdd.build(CFG, "no_align", found["instructions"], found["videos"], tiny_backbone_dir, found["edit_dir"], found["video_dir"],
+              data / "fdd" / "no_align", root / "ckpt", progress=False)
+    for kind in ("clip", "xclip"):
+        metric_models.build(CFG, kind, data / "metric_models" / kind, root / f"ckpt-{kind}", progress=False)
+    dirs = evaluate.Dirs(found["instructions"], found["videos"], tiny_backbone_dir, found["edit_dir"], found["video_dir"],
+                         data / "fdd", data / "metric_models")
+    return root, dirs, found
+
+
+@pytest.mark.parametrize("method", ["no_align", "input", "edit_frames", "sdedit_75"])
+def test_every_method_is_edited_and_scored_by_the_same_code(project, tmp_path, method):
+    _, dirs, _ = project
+    metrics, artifacts = evaluate.build(CFG, method, dirs, tmp_path / method, progress=False)
+    edits = np.load(tmp_path / method / "edits.npy")
+    assert metrics["items"] == 6 and edits.shape == (6, 8, 32, 32, 3) and edits.dtype == np.uint8
+    for key in ("gt.fidelity.changed", "gt.fidelity.kept", "gt.temporal", "gt.psnr", "gt.ssim", "paper.clip_frame",
+                "paper.pick_score", "paper.viclip_out", "paper.viclip_dir"):
+        assert np.isfinite(metrics[f"{key}.mean"]), key
+        assert any(f"{key}.{t}" in metrics for t in TASKS)
+    items = json.loads((tmp_path / method / "items.json").read_text())
+    assert items["method"] == method and len(items["row_ids"]) == 6 and set(items["tasks"]) == set(TASKS)
+    assert (tmp_path / method / "samples.png") in artifacts
+    if method == "input":  # the input itself: no change between edit and input, fidelity = "return the input"
+        assert metrics["gt.fidelity.changed.mean"] > metrics["gt.fidelity.kept.mean"]
+
+
+def test_no_align_matches_stage_fdds_own_evaluation(project, tmp_path):
+    """Same data points, same noise: the evaluation reproduces what stage fdd measured, up to
+    the rounding of the edits to uint8 video (which stage fdd scores before rounding)."""
+    _, dirs, found = project
+    cfg = CFG.model_copy(update={"evaluate": CFG.evaluate.model_copy(update={"items": 2, "batch_size": 8})})
+    metrics, _ = evaluate.build(cfg, "no_align", dirs, tmp_path / "e", progress=False)
+    own = fdd.build(CFG, "no_align", found["instructions"], found["videos"], dirs.backbone, dirs.edit_adapter, dirs.video_adapter,
+                    tmp_path / "f", tmp_path / "ckpt", progress=False).metrics
+    for key in ("fidelity.changed.mean", "fidelity.kept.mean", "temporal.mean"):
+        assert metrics[f"gt.{key}"] == pytest.approx(own[f"eval.{key}"], abs=2e-3), key
+
+
+def test_bad_method_and_missing_inputs_are_named(project, tmp_path):
+    _, dirs, _ = project
+    with pytest.raises(ValueError, match="unknown method 'sharpen'"):
+        evaluate.build(CFG, "sharpen", dirs, tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match="fdd/full/model.json"):
+        evaluate.build(CFG, "full", dirs, tmp_path, progress=False)
+    missing = evaluate.Dirs(**{**dirs.__dict__, "metric_models": tmp_path / "nowhere"})
+    with pytest.raises(FileNotFoundError, match="run `dvc repro metric_models`"):
+        evaluate.build(CFG, "input", missing, tmp_path, progress=False)
+
+
+def test_flow_writes_metrics_and_logs_the_baselines_run(project, tmp_path):
+    _, dirs, _ = project
+    params = CFG.model_dump(mode="json")
+    inputs = {"data/videos/videos.parquet": dirs.videos, "data/instructions/instructions.parquet": dirs.instructions,
+              "data/backbone": dirs.backbone, "data/edit_adapter": dirs.edit_adapter, "data/metric_models": dirs.metric_models}
+    run, client = run_flow(tmp_path, "evaluate", "sdedit_75", params, inputs, stage="baselines")
+    assert run.info.run_name == "baselines@sdedit_75"
+    metrics = json.loads((tmp_path / "metrics/evaluate/sdedit_75.json").read_text())
+    assert run.data.metrics["gt.psnr.mean"] == pytest.approx(metrics["gt.psnr.mean"])
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
