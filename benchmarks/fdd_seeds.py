@@ -3,6 +3,11 @@ MLflow), for a quick multi-seed table on a machine with more cores; the tracked 
 `dvc exp run -S fdd.seed=N` per seed. Reads the teachers and data that `dvc repro` wrote.
 
     python benchmarks/fdd_seeds.py --seeds 0 1 2 --variants full no_align [--jobs 3] [--out fdd_seeds.json]
+    python benchmarks/fdd_seeds.py --import-exps    # seeds run as `dvc exp run -S fdd.seed=N` experiments
+
+Every (variant, seed) measured is merged into results/fdd_seeds.json (`--results`), the file
+stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. Seed 0 is
+taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0.
 
 Each (variant, seed) runs in its own process (torch threads = cores / jobs), with its own
 checkpoint and output folders under `--work`; prints mean ± std over seeds of the held-out
@@ -45,10 +50,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path(".cache/fdd_seeds"))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--results", type=Path, default=Path("results/fdd_seeds.json"))
+    parser.add_argument("--import-exps", action="store_true", help="merge the fdd metrics of this project's DVC experiments")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work)))
+        return
+    if args.import_exps:
+        merge(args.results, exp_rows())
         return
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -74,6 +84,47 @@ def main() -> None:
     print(json.dumps(table, indent=2))
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "table": table}, indent=2))
+    merge(args.results, rows)
+
+
+def merge(path: Path, rows: list[dict]) -> None:
+    """Add rows (variant, seed, metrics) to `path`, with seed 0 of every variant that
+    metrics/fdd/ holds from `dvc repro` (when params.yaml's fdd.seed is 0)."""
+    import yaml
+
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    if yaml.safe_load(Path("params.yaml").read_text()).get("fdd", {}).get("seed", 0) == 0:
+        for f in sorted(Path("metrics/fdd").glob("*.json")):
+            rows = [{"variant": f.stem, "seed": 0, **json.loads(f.read_text())}, *rows]
+    for r in rows:
+        data.setdefault(r["variant"], {})[str(r["seed"])] = {k: r[k] for k in sorted(r) if k.startswith("eval.") and "identity" not in k}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"{path}: " + ", ".join(f"{v} seeds {sorted(d, key=int)}" for v, d in sorted(data.items())))
+
+
+def exp_rows() -> list[dict]:
+    """fdd metrics of every DVC experiment of this project, with its fdd.seed."""
+    out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    rows = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "metrics" in data and "params" in data:
+                fdd = data["params"].get("params.yaml", {}).get("data", {}).get("fdd", {})
+                seed, ran = fdd.get("seed"), set(fdd.get("variants", ()))  # other variants' files are the baseline's
+                for name, m in data["metrics"].items():
+                    if name.startswith("metrics/fdd/") and Path(name).stem in ran and seed is not None:
+                        rows.append({"variant": Path(name).stem, "seed": seed, **m.get("data", {})})
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(json.loads(out))
+    return rows
 
 
 if __name__ == "__main__":

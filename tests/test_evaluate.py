@@ -176,3 +176,40 @@ def test_flow_writes_metrics_and_logs_the_baselines_run(project, tmp_path):
     metrics = json.loads((tmp_path / "metrics/evaluate/sdedit_75.json").read_text())
     assert run.data.metrics["gt.psnr.mean"] == pytest.approx(metrics["gt.psnr.mean"])
     assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_report_tables_figure_and_grids(project, tmp_path):
+    from eve_fdd import tracking
+    from eve_fdd.stages import report
+
+    _, dirs, _ = project
+    cfg = CFG.model_copy(update={"fdd": CFG.fdd.model_copy(update={"variants": ("no_align",)})})
+    for method in ("no_align", "input", "edit_frames", "sdedit_75"):
+        metrics, _ = evaluate.build(cfg, method, dirs, tmp_path / "data" / method, progress=False)
+        tracking.write_metrics(metrics, tmp_path / "metrics" / f"{method}.json")
+    seeds = tmp_path / "seeds.json"
+    seeds.write_text(json.dumps({"no_align": {"0": {"eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.05},
+                                              "1": {"eval.fidelity.changed.mean": 0.4, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.07}}}))
+    summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds)
+    text = (tmp_path / "report" / "tables.md").read_text()
+    assert "## Ablations" in text and "## Baselines" in text
+    assert "| plug-and-play (no_align) | 2 | 0.3000 ± 0.1414 |" in text  # mean ± sd over the two seeds
+    for name in ("input unchanged", "edit adapter per frame", "SDEdit 0.75"):
+        assert f"| {name} |" in text
+    best = min(("no_align", "input", "edit_frames", "sdedit_75"), key=lambda m: summary[f"{m}.gt.fidelity.changed.mean"])
+    row = next(line for line in text.splitlines()[text.splitlines().index("## Baselines (paper Table 1 analogue)"):] if line.startswith(f"| {report.report.label(best)} |"))
+    assert f"**{summary[f'{best}.gt.fidelity.changed.mean']:.4f}**" in row
+    assert (tmp_path / "report" / "metrics.png").stat().st_size > 0
+    grids = sorted((tmp_path / "report" / "grids").glob("item-*.gif"))
+    assert len(grids) == 2 and (tmp_path / "report" / "grid.png") in artifacts
+    from eve_fdd.data.video import read_video
+
+    frames, _ = read_video(grids[0])
+    assert frames.shape[2] == 6 * 32 * 3  # input | ground truth | four methods, at scale 3
+    # an evaluation of other data points is refused, not mixed in
+    stale = CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"items": 3})})
+    with pytest.raises(ValueError, match="other data points"):
+        report.build(stale, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report2", seeds)
+    with pytest.raises(FileNotFoundError, match="sdedit_90.json"):
+        report.build(CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"baselines": ("sdedit_90",)})}),
+                     dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds)

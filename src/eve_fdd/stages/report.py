@@ -1,0 +1,88 @@
+"""Stage `report`: the reproduction's tables, figure and side-by-side grids (evaluate/report.py)
+from stages `evaluate` and `baselines`, written under `report/`:
+
+- `tables.md`: the ablation table (Table 2 analogue) with, where `results/fdd_seeds.json` has
+  other seeds, mean ± sd over them; the baseline table (Table 1 analogue);
+- `metrics.png`: a bar per method for every column;
+- `grids/item-NN.gif` and `grid.png`: input | ground truth | each method, for a few held-out
+  data points (evaluate.samples, spread over the tasks).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..data.video import contact_sheet, write_gif
+from ..distill.data import ground_truth
+from ..evaluate import report
+from ..train.edit_adapter import round_robin
+from .evaluate import Dirs, held_out
+
+STAGE = "report"
+PARAMS = ("profile", "world", "videos.fps", "fdd.variants", "evaluate")
+SEEDS = Path("results/fdd_seeds.json")
+
+
+def methods(cfg: Config) -> tuple[list[str], list[str]]:
+    """(the ablation table's variants, the baseline table's methods)."""
+    variants = list(cfg.fdd.variants)
+    return variants, [m for m in ("full", "no_align") if m in variants] + list(cfg.evaluate.baselines)
+
+
+def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_dir: Path, seeds: Path = SEEDS) -> tuple[dict[str, float], list[Path]]:
+    variants, baselines = methods(cfg)
+    everything = list(dict.fromkeys(variants + baselines))
+    if not everything:
+        raise ValueError("report: fdd.variants and evaluate.baselines are both empty; nothing to report")
+    metrics = report.load_metrics(metrics_dir, everything)
+    seed_runs = report.load_seeds(seeds)
+    parts = ["# Reproduction report (Shapes profile)", "",
+             f"Held-out data points: {metrics[everything[0]]['items']:.0f} (test-split videos, spread over the tasks); "
+             "errors on [0, 1] pixels over frames 1.. (frame 0 of an FDD edit is the edit teacher's). "
+             "Written by `dvc repro report` from metrics/evaluate/*.json.", ""]
+    if variants:
+        parts += ["## Ablations (paper Table 2 analogue)", "", report.table(metrics, variants), ""]
+        if any(v in seed_runs for v in variants):
+            parts += [f"Over seeds (fdd.seed; stage fdd's own evaluation, from {seeds}):", "", report.seed_table(seed_runs, variants), ""]
+    if baselines:
+        parts += ["## Baselines (paper Table 1 analogue)", "", report.table(metrics, baselines), ""]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = out_dir / "tables.md"
+    tables.write_text("\n".join(parts))
+    artifacts = [tables, report.bar_figure(metrics, everything, out_dir / "metrics.png")]
+    artifacts += grids(cfg, dirs, evaluate_dir, everything, out_dir)
+    summary = {f"{m}.{k}": metrics[m][k] for m in everything for k, _, _ in report.COLUMNS if k in metrics[m]}
+    return summary, artifacts
+
+
+def grids(cfg: Config, dirs: Dirs, evaluate_dir: Path, methods_: list[str], out_dir: Path) -> list[Path]:
+    n = cfg.evaluate.samples
+    if not n:
+        return []
+    items = held_out(cfg, dirs)
+    edits = {}
+    for m in methods_:
+        info = json.loads((evaluate_dir / m / "items.json").read_text())
+        if info["row_ids"] != items.row_ids:
+            raise ValueError(f"{evaluate_dir / m / 'items.json'}: evaluated on other data points than evaluate.items selects now; "
+                             f"rerun `dvc repro evaluate baselines`")
+        edits[m] = np.load(evaluate_dir / m / "edits.npy", allow_pickle=False)
+    w = cfg.world
+    rows, labels, paths = [], [], []
+    scale = max(1, 96 // w.size)
+    (out_dir / "grids").mkdir(parents=True, exist_ok=True)
+    for k, j in enumerate(round_robin(items.tasks, n)):
+        truth = ground_truth(items, j, w.frames, w.size, w.supersample)
+        clips = [items.frames[j], truth, *(edits[m][j] for m in methods_)]
+        gif = out_dir / "grids" / f"item-{k:02d}.gif"
+        write_gif(np.concatenate(clips, axis=2), gif, fps=cfg.videos.fps, scale=scale)
+        paths.append(gif)
+        rows += clips
+        labels += [f"{items.tasks[j]}: {items.instructions[j]}", "ground truth", *(report.label(m) for m in methods_)]
+    sheet = out_dir / "grid.png"
+    contact_sheet(rows, sheet, scale=scale, captions=labels)
+    return [sheet, *paths]
