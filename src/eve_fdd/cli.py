@@ -5,6 +5,9 @@
     eve-fdd render --seed 3 [--task local] -o x.gif  one Shapes video (and its ground-truth edit)
     eve-fdd edit IN.mp4 --instruction "remove the red circle" --caption "..." [--task remove] -o OUT.mp4
                                                    edit a video of any length with a trained student
+    eve-fdd human-eval export [--against full] [--methods no_align sdedit_75] -o human_eval/
+                                                   pairwise comparison sets for raters (TGVE style)
+    eve-fdd human-eval score human_eval/ answers.csv [...]   preference rates with 95% intervals
 """
 
 from __future__ import annotations
@@ -125,6 +128,49 @@ def cmd_edit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_human_export(args: argparse.Namespace) -> int:
+    from .evaluate import human
+    from .stages.evaluate import Dirs, held_out
+
+    cfg = load_config(args.params)
+    data = Path(args.data)
+    dirs = Dirs(data / "instructions" / "instructions.parquet", data / "videos" / "videos.parquet", data / "backbone",
+                data / "edit_adapter", data / "video_adapter", data / "fdd", data / "metric_models")
+    items = held_out(cfg, dirs)
+    edits = {}
+    for m in [args.against, *args.methods]:
+        found = data / "evaluate" / m
+        if not (found / "edits.npy").is_file():
+            raise UsageError(f"{found / 'edits.npy'}: not found; run `dvc repro evaluate baselines` (method {m!r})")
+        if json.loads((found / "items.json").read_text())["row_ids"] != items.row_ids:
+            raise UsageError(f"{found / 'items.json'}: evaluated on other data points than params.yaml's evaluate.items selects")
+        edits[m] = np.load(found / "edits.npy", allow_pickle=False)
+    out = Path(args.output)
+    pairs = human.export(out, items.row_ids, items.frames, items.output_captions, edits, [(args.against, m) for m in args.methods],
+                         args.seed, cfg.videos.fps, args.scale)
+    print(f"{out}: {len(pairs)} pairs ({len(args.methods)} comparisons x {len(items)} data points); "
+          f"raters open {out / 'index.html'}; score with `eve-fdd human-eval score {out} answers.csv`")
+    return 0
+
+
+def cmd_human_score(args: argparse.Namespace) -> int:
+    from .evaluate import human
+
+    folder = Path(args.folder)
+    key = folder / "key.csv"
+    for path in (key, *map(Path, args.answers)):
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    try:
+        result = human.score(key, [Path(a) for a in args.answers])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    (folder / "preferences.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(human.markdown(result))
+    print(f"(the first method of each comparison preferred; wrote {folder / 'preferences.json'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +204,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=int, default=16, help="refuse videos whose short side is smaller than this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_edit)
+    p = sub.add_parser("human-eval", help="pairwise human evaluation: export comparison sets, score the answers")
+    hsub = p.add_subparsers(dest="human_command", required=True)
+    h = hsub.add_parser("export", help="comparison sets of evaluated methods (stage evaluate / baselines outputs)")
+    h.add_argument("--against", default="full", help="the method every other is compared with (default: full)")
+    h.add_argument("--methods", nargs="+", default=["no_align", "edit_frames", "sdedit_75"])
+    h.add_argument("-o", "--output", default="human_eval")
+    h.add_argument("--data", default="data")
+    h.add_argument("--params", default="params.yaml")
+    h.add_argument("--seed", type=int, default=0, help="draws the sides and the order")
+    h.add_argument("--scale", type=int, default=4, help="upscale the videos by this integer factor")
+    h.set_defaults(func=cmd_human_export)
+    h = hsub.add_parser("score", help="preference rates with 95%% intervals from raters' answers")
+    h.add_argument("folder", help="the exported folder (its key.csv says which method is on which side)")
+    h.add_argument("answers", nargs="+", help="answer CSVs (pair_id, rater, text_alignment, structure, quality)")
+    h.set_defaults(func=cmd_human_score)
     return parser
 
 
