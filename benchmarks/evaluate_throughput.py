@@ -1,0 +1,108 @@
+"""Evaluation throughput (videos/s per metric) and the overhead of `eve-fdd edit` over the
+student's own sampling loop (frames/s), at default Shapes sizes, on what `dvc repro` wrote
+(data/metric_models, data/fdd/full, data/evaluate/full).
+
+    python benchmarks/evaluate_throughput.py [--videos 56] [--repeats 3] [--clip-frames 8] [--out evaluate_throughput.json]
+
+Each timing is the best of `--repeats` runs (torch threads as the machine gives them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eve_fdd.config import load_config
+from eve_fdd.distill.editor import load_editor
+from eve_fdd.evaluate import paper_metrics as pm
+from eve_fdd.evaluate.fidelity import psnr_ssim
+from eve_fdd.evaluate.video_edits import video_errors
+from eve_fdd.distill.data import ground_truth, to_model_space
+from eve_fdd.stages.evaluate import Dirs, held_out, load_metric_models
+
+DATA = Path("data")
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--videos", type=int, default=56)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clip-frames", type=int, default=8, help="frames of the clip `eve-fdd edit` is timed on")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    cfg = load_config(args.params)
+    dirs = Dirs(DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
+                DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd", DATA / "metric_models")
+    items = held_out(cfg, dirs)
+    n = min(args.videos, len(items))
+    edited = np.load(DATA / "evaluate" / "full" / "edits.npy")[:n]
+    inputs, cin, cout = items.frames[:n], items.input_captions[:n], items.output_captions[:n]
+    w = cfg.world
+    truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample) for i in range(n)])
+    models = load_metric_models(dirs.metric_models)
+    b = cfg.evaluate.metric_batch_size
+
+    def batched(fn):
+        return lambda: [fn(slice(i, i + b)) for i in range(0, n, b)]
+
+    timings = {
+        "gt.errors": lambda: video_errors(to_model_space(edited), to_model_space(inputs), to_model_space(truth)),
+        "gt.psnr_ssim": lambda: psnr_ssim(edited, truth),
+        "paper.clip_frame": batched(lambda s: pm.clip_frame(models.image_text, edited[s])),
+        "paper.pick_score": batched(lambda s: pm.pick_score(models.pick, edited[s], cout[s])),
+        "paper.viclip_out": batched(lambda s: pm.viclip_out(models.video_text, edited[s], cout[s])),
+        "paper.viclip_dir": batched(lambda s: pm.viclip_dir(models.video_text, edited[s], inputs[s], cin[s], cout[s])),
+    }
+    result: dict[str, float] = {"videos": n, "torch_threads": torch.get_num_threads()}
+    for name, fn in timings.items():
+        seconds = best(fn, args.repeats)
+        result[f"videos_per_second.{name}"] = round(n / seconds, 2)
+        print(f"{name}: {n / seconds:.1f} videos/s", flush=True)
+
+    editor = load_editor(cfg, DATA / "fdd" / "full", dirs.backbone, dirs.edit_adapter, dirs.video_adapter)
+    clip = np.concatenate([items.frames[0]] * -(-args.clip_frames // w.frames))[: args.clip_frames]
+    caption, instruction, task = items.output_captions[0], items.instructions[0], items.tasks[0]
+
+    def through_cli_path():
+        editor.edit(clip, instruction, caption, task, seed=0, progress=True)
+
+    def direct():  # the student's own loop: first frame by the edit teacher, then Student.generate per window
+        from eve_fdd.distill.batch import EditBatch
+        from eve_fdd.distill.data import edit_labels
+        from eve_fdd.distill.editor import chained_windows
+
+        with torch.no_grad():
+            batch = EditBatch(to_model_space(clip[None]), editor.backbone.encode_text([caption]), editor.backbone.encode_text([instruction]),
+                              edit_labels([task]))
+            g = torch.Generator().manual_seed(0)
+            out = batch.source.clone()
+            out[:, :, 0] = editor.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, editor.timesteps)
+            for win in chained_windows(len(clip), editor.window):
+                part = EditBatch(batch.source[:, :, win], batch.caption_emb, batch.instruction_emb, batch.tasks, out[:, :, win.start])
+                out[:, :, win] = editor.student.generate(torch.randn(part.source.shape, generator=g), part, editor.timesteps)
+
+    t_cli, t_direct = best(through_cli_path, args.repeats), best(direct, args.repeats)
+    result |= {"edit.frames": len(clip), "edit.frames_per_second": round(len(clip) / t_cli, 2),
+               "edit.direct_frames_per_second": round(len(clip) / t_direct, 2), "edit.overhead": round(t_cli / t_direct - 1, 4)}
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
