@@ -28,6 +28,11 @@ def test_pairs_hold_each_scene_and_one_edit_of_it():
     assert set(p.tasks) == set(TASKS)
     again = mm.pairs(CFG.world, 0, METRIC_MODELS_TRAIN_STREAM, range(10, 12))
     assert again.captions == p.captions[10:12] and np.array_equal(again.edited, p.edited[10:12])
+    one = mm.pairs(CFG.world, 0, METRIC_MODELS_TRAIN_STREAM, range(10, 12), single_frame=True)
+    assert one.clips.shape == (2, 1, 32, 32, 3) and one.captions == again.captions
+    for k in range(2):  # the same frame of the scene and of its edit
+        f = next(f for f in range(8) if np.array_equal(one.clips[k, 0], again.clips[k, f]))
+        assert np.array_equal(one.edited[k, 0], again.edited[k, f])
 
 
 @pytest.mark.parametrize("kind", ["clip", "xclip"])

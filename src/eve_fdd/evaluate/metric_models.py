@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..data.splits import stream_seed
-from ..world import applicable, caption, make_edit, random_scene, render_video
+from ..world import applicable, caption, make_edit, random_scene, render_frame, render_video
 from ..world.vocab import TASKS
 from .paper_metrics import viclip_dir
 
@@ -69,8 +69,10 @@ class Pairs:
     tasks: list[str]
 
 
-def pairs(world: Any, seed: int, stream: int, indices: range) -> Pairs:
-    """Scenes `indices` of a seed stream, each with an edit (tasks in turn, details drawn from its seed)."""
+def pairs(world: Any, seed: int, stream: int, indices: range, single_frame: bool = False) -> Pairs:
+    """Scenes `indices` of a seed stream, each with an edit (tasks in turn, details drawn from its
+    seed); `single_frame`: one frame of each (the same random one for the scene and its edit),
+    all an image model reads, so 8 times less rendering."""
     clips, captions, edited, edited_captions, tasks = [], [], [], [], []
     for i in indices:
         s = stream_seed(seed, i, stream)
@@ -79,8 +81,13 @@ def pairs(world: Any, seed: int, stream: int, indices: range) -> Pairs:
         # tasks in turn (scene i: task i mod 7, or the next one that applies), so every task is seen equally
         task = next(t for t in (TASKS[(i + j) % len(TASKS)] for j in range(len(TASKS))) if applicable(scene, t))
         edit = make_edit(scene, task, rng, tuple(world.speed))
-        clips.append(render_video(scene, world.frames, world.size, world.supersample))
-        edited.append(render_video(edit.scene, world.frames, world.size, world.supersample))
+        if single_frame:
+            f = int(rng.integers(world.frames))
+            clips.append(render_frame(scene, f, world.size, world.supersample)[None])
+            edited.append(render_frame(edit.scene, f, world.size, world.supersample)[None])
+        else:
+            clips.append(render_video(scene, world.frames, world.size, world.supersample))
+            edited.append(render_video(edit.scene, world.frames, world.size, world.supersample))
         captions.append(caption(scene))
         edited_captions.append(edit.output_caption)
         tasks.append(task)
@@ -95,7 +102,7 @@ def contrastive_loss(kind: str, model: Any, tokenizer: Any, processor: Any, data
     texts = tokenizer(data.captions + data.edited_captions, padding="max_length", truncation=True,
                       max_length=tokenizer.model_max_length, return_tensors="pt")
     n, f = clips.shape[:2]
-    if kind == "clip":
+    if kind == "clip":  # one frame of each clip (pairs(..., single_frame=True) renders only that one)
         frame = torch.randint(0, f, (n,), generator=generator).numpy()
         pixels = processor(images=list(clips[np.arange(n), frame]), return_tensors="pt").pixel_values
     else:

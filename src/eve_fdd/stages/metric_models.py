@@ -48,7 +48,8 @@ def build(cfg: Config, kind: str, out_dir: Path, checkpoints: Path | None = None
     args = (tokenizer.vocab_size, w.size, m.hidden_size, m.layers, m.heads, m.patch_size, tokenizer.model_max_length)
     model = mm.tiny_clip(*args, seed=cfg.seed) if kind == "clip" else mm.tiny_xclip(*args, frames=w.frames, seed=cfg.seed)
     train_cfg, batch_size = (m.clip_train, m.clip_batch_size) if kind == "clip" else (m.xclip_train, m.xclip_batch_size)
-    obj = Objective({kind: model}, lambda step: mm.pairs(w, cfg.seed, METRIC_MODELS_TRAIN_STREAM, range(step * batch_size, (step + 1) * batch_size)),
+    obj = Objective({kind: model}, lambda step: mm.pairs(w, cfg.seed, METRIC_MODELS_TRAIN_STREAM, range(step * batch_size, (step + 1) * batch_size),
+                                                        single_frame=kind == "clip"),
                     lambda data, g: mm.contrastive_loss(kind, model, tokenizer, processor, data, g), batch_size)
     result = train(obj.modules, obj.step_fn, train_cfg, checkpoints or Path("data/checkpoints/metric_models") / kind,
                    progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS) + kind)
