@@ -213,3 +213,30 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     with pytest.raises(FileNotFoundError, match="sdedit_90.json"):
         report.build(CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"baselines": ("sdedit_90",)})}),
                      dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds)
+
+
+def test_human_eval_export_reads_the_evaluations(project, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    from eve_fdd.cli import main
+
+    _, dirs, _ = project
+    data = tmp_path / "data"
+    for method in ("no_align", "sdedit_75"):
+        evaluate.build(CFG, method, dirs, data / "evaluate" / method, progress=False)
+    (data / "instructions").mkdir()
+    (data / "videos").mkdir()
+    shutil.copy(dirs.instructions, data / "instructions" / "instructions.parquet")
+    shutil.copy(dirs.videos, data / "videos" / "videos.parquet")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(CFG.model_dump(mode="json")))
+    out = tmp_path / "he"
+    assert main(["human-eval", "export", "--against", "no_align", "--methods", "sdedit_75", "--data", str(data), "--params", str(params),
+                 "-o", str(out), "--scale", "1"]) == 0
+    assert "6 pairs" in capsys.readouterr().out
+    assert len((out / "key.csv").read_text().splitlines()) == 7 and (out / "index.html").is_file()
+    assert main(["human-eval", "export", "--methods", "edit_frames", "--against", "no_align", "--data", str(data), "--params", str(params),
+                 "-o", str(out)]) == 2
+    assert "evaluate/edit_frames/edits.npy: not found" in capsys.readouterr().err
