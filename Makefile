@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make repro   set up .venv, then `dvc repro` (the default Shapes profile)
 #   make test    set up .venv, then the tests (unit + a real `dvc repro` on smoke params)
+#   make serve   serve the Prefect deployments (ablation, sweep, reproduce), with a local server if none is set
+#   make ui      the MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT)
 # Set-up is idempotent: it reinstalls only when pyproject.toml changed.
 
 SHELL := /bin/bash
@@ -11,7 +13,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test clean-data
+.PHONY: setup browser repro test serve ui clean-data
 
 setup: $(STAMP)
 
@@ -26,8 +28,23 @@ $(STAMP): pyproject.toml
 repro: setup
 	dvc repro
 
-test: setup
+# Debian's Chromium and ChromeDriver for the browser test of the MLflow UI (tests/test_services.py)
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
+	  (echo "could not install chromium and chromium-driver (apt-get, as root); the browser test needs them" && false)
+
+test: setup browser
 	pytest
+
+PREFECT_PORT ?= 4200
+UI_PORT ?= 5000
+
+serve: setup
+	python -m flows.serve --port $(PREFECT_PORT)
+
+ui: setup
+	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath mlflow.db) --workers 1
 
 clean-data:
 	rm -rf data/videos metrics .dvc/tmp/runs

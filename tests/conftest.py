@@ -64,31 +64,19 @@ def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[s
     return run, client
 
 
-def fdd_inputs(cfg, tasks, backbone_dir: Path, root: Path) -> dict[str, Path]:
-    """Stage outputs on disk as FDD and the evaluation read them: videos, an instruction table
-    (written from the world's own edits, one rejected row), and tiny untrained edit and video
-    adapters on the backbone in `backbone_dir`."""
-    import json
-
+def world_instructions(video_rows: list[dict], tasks, speed) -> list[dict]:
+    """Instruction-table rows written from the world's own edits of each video's scene (what
+    a perfect instruction writer would give; one row rejected, as a real run has some)."""
     import numpy as np
 
-    from eve_fdd.data import tables
-    from eve_fdd.models.adapters import edit_adapter, video_adapter
-    from eve_fdd.models.backbone import load_backbone
-    from eve_fdd.models.registry import trained_path
-    from eve_fdd.stages import videos
     from eve_fdd.world import Scene, applicable, make_edit
 
-    rows = videos.render_shapes(cfg, range(cfg.videos.count))
-    for r in rows:
-        r["split"] = "test" if int(r["video_id"].split("-")[-1]) % 4 == 0 else "train"
-    tables.write_table(tables.VIDEOS, rows, root / "videos.parquet")
     instructions = []
     rng = np.random.default_rng(0)
-    for r in rows:
+    for r in video_rows:
         scene = Scene.from_json(r["scene"])
         for task in tasks:
-            edit = make_edit(scene, task, rng, tuple(cfg.world.speed)) if applicable(scene, task) else None
+            edit = make_edit(scene, task, rng, tuple(speed)) if applicable(scene, task) else None
             ok = edit is not None and not (r["video_id"].endswith("01") and task == "local")
             instructions.append(dict(
                 row_id=f"{r['video_id']}/{task}", set="videos", video_id=r["video_id"], task=task, concept=None,
@@ -96,7 +84,26 @@ def fdd_inputs(cfg, tasks, backbone_dir: Path, root: Path) -> dict[str, Path]:
                 edit_spec=edit.spec.to_json() if ok else None, model="test.gguf", model_sha256="0" * 64, prompt_version="t",
                 seed=0, attempts=1, raw_output="", status="accepted" if ok else "rejected", reason=None if ok else "test",
                 completion_tokens=0))
-    tables.write_table(tables.INSTRUCTIONS, instructions, root / "instructions.parquet")
+    return instructions
+
+
+def fdd_inputs(cfg, tasks, backbone_dir: Path, root: Path) -> dict[str, Path]:
+    """Stage outputs on disk as FDD and the evaluation read them: videos, an instruction table
+    (written from the world's own edits, one rejected row), and tiny untrained edit and video
+    adapters on the backbone in `backbone_dir`."""
+    import json
+
+    from eve_fdd.data import tables
+    from eve_fdd.models.adapters import edit_adapter, video_adapter
+    from eve_fdd.models.backbone import load_backbone
+    from eve_fdd.models.registry import trained_path
+    from eve_fdd.stages import videos
+
+    rows = videos.render_shapes(cfg, range(cfg.videos.count))
+    for r in rows:
+        r["split"] = "test" if int(r["video_id"].split("-")[-1]) % 4 == 0 else "train"
+    tables.write_table(tables.VIDEOS, rows, root / "videos.parquet")
+    tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, tasks, cfg.world.speed), root / "instructions.parquet")
     bb = load_backbone(trained_path(backbone_dir))
     cn = edit_adapter(bb.unet)
     cn.save_pretrained(root / "edit_adapter" / "model")
@@ -105,3 +112,63 @@ def fdd_inputs(cfg, tasks, backbone_dir: Path, root: Path) -> dict[str, Path]:
     (root / "video_adapter" / "model.json").write_text(json.dumps({"path": str(root / "video_adapter" / "model")}))
     return dict(instructions=root / "instructions.parquet", videos=root / "videos.parquet", backbone_dir=backbone_dir,
                 edit_dir=root / "edit_adapter", video_dir=root / "video_adapter")
+
+
+def smoke_project(root: Path, dest: Path, tweak=None):
+    """A git checkout (in `dest`) of the project's tracked files at `root` with smoke-size
+    params (`tweak(params)` may change them further); returns (dest, env) for running DVC."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    def _run(cmd, cwd, env):
+        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for f in files:
+        if (root / f).is_file() and not f.startswith(("data/", "metrics/")):
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / f, dest / f)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["videos"].update(count=24, samples=2, shard_size=10)
+    # a small Llama trained for a few steps: the pipeline's path, not the quality (that is
+    # measured by `dvc repro` on the default params and reported, not asserted in a test)
+    params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
+    params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
+    params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
+    params["edit_pairs"].update(count=21, shard_size=10, samples=7, test_fraction=0.3)
+    # the model stages at toy size: their code path, resume and logging, not their quality
+    params["models"]["backbone"]["tiny"].update(block_out_channels=[8, 16], norm_num_groups=4, attention_heads=2,
+                                                text_hidden_size=16, text_layers=1, text_heads=2)
+    for stage, extra in (("backbone", dict(batch_size=2, eval_samples=3, eval_steps=2)),
+                         ("edit_adapter", dict(batch_size=4, eval_pairs=7, eval_steps=2, samples=3)),
+                         ("video_adapter", dict(batch_size=2, eval_clips=2, eval_steps=2, samples=2)),
+                         ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
+        params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
+        params[stage].update(extra)
+    params["metric_models"].update(hidden_size=16, layers=1, heads=2, clip_batch_size=2, xclip_batch_size=2, eval_scenes=4)
+    for k in ("clip_train", "xclip_train"):
+        params["metric_models"][k].update(steps=3, checkpoint_every=2, log_every=1)
+    # no FDD here: a Llama trained for 10 steps writes no valid instruction, and FDD rightly
+    # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
+    params["fdd"]["variants"] = []
+    params["fdd_personal"]["concepts"] = []
+    params["evaluate"]["baselines"] = []  # nothing to edit either; the stages' flow runs in tests/test_evaluate.py
+    if tweak is not None:
+        tweak(params)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # and so nothing to report: stage `report` (whose inputs would be missing) is left out of this copy
+    pipeline = yaml.safe_load((dest / "dvc.yaml").read_text())
+    del pipeline["stages"]["report"]
+    (dest / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        _run(cmd, dest, env)
+    return dest, env

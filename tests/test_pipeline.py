@@ -1,10 +1,7 @@
 """End to end: the real `dvc repro` on smoke-size params, in a copy of the project."""
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +9,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from eve_fdd.data import tables
+
+from conftest import smoke_project
 
 pytestmark = pytest.mark.e2e
 
@@ -25,51 +24,7 @@ def _run(cmd, cwd, env):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, request):
     """A git checkout of the project's tracked files with smoke-size params."""
-    root = Path(request.config.rootpath)
-    dest = tmp_path_factory.mktemp("e2e") / "project"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
-        if (root / f).is_file() and not f.startswith(("data/", "metrics/")):
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / f, dest / f)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["videos"].update(count=24, samples=2, shard_size=10)
-    # a small Llama trained for a few steps: the pipeline's path, not the quality (that is
-    # measured by `dvc repro` on the default params and reported, not asserted in a test)
-    params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
-    params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
-    params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
-    params["edit_pairs"].update(count=21, shard_size=10, samples=7, test_fraction=0.3)
-    # the model stages at toy size: their code path, resume and logging, not their quality
-    params["models"]["backbone"]["tiny"].update(block_out_channels=[8, 16], norm_num_groups=4, attention_heads=2,
-                                                text_hidden_size=16, text_layers=1, text_heads=2)
-    for stage, extra in (("backbone", dict(batch_size=2, eval_samples=3, eval_steps=2)),
-                         ("edit_adapter", dict(batch_size=4, eval_pairs=7, eval_steps=2, samples=3)),
-                         ("video_adapter", dict(batch_size=2, eval_clips=2, eval_steps=2, samples=2)),
-                         ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
-        params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
-        params[stage].update(extra)
-    params["metric_models"].update(hidden_size=16, layers=1, heads=2, clip_batch_size=2, xclip_batch_size=2, eval_scenes=4)
-    for k in ("clip_train", "xclip_train"):
-        params["metric_models"][k].update(steps=3, checkpoint_every=2, log_every=1)
-    # no FDD here: a Llama trained for 10 steps writes no valid instruction, and FDD rightly
-    # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
-    params["fdd"]["variants"] = []
-    params["fdd_personal"]["concepts"] = []
-    params["evaluate"]["baselines"] = []  # nothing to edit either; the stages' flow runs in tests/test_evaluate.py
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # and so nothing to report: stage `report` (whose inputs would be missing) is left out of this copy
-    pipeline = yaml.safe_load((dest / "dvc.yaml").read_text())
-    del pipeline["stages"]["report"]
-    (dest / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
-        _run(cmd, dest, env)
-    return dest, env
-
+    return smoke_project(Path(request.config.rootpath), tmp_path_factory.mktemp("e2e") / "project")
 
 def test_dvc_repro_runs_the_pipeline(project):
     dest, env = project

@@ -89,6 +89,28 @@ class StageRun:
         mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+def store_root(root: Path, env: Mapping[str, str]) -> Path:
+    """Where the project's MLflow store is: DVC's `DVC_ROOT` when DVC runs the stage (in a
+    `dvc exp run --temp` copy that is the project, not the copy, so experiments' runs land
+    in the project's store beside the others), else `root`."""
+    return Path(env["DVC_ROOT"]).resolve() if env.get("DVC_ROOT") else root
+
+
+def run_tags(env: Mapping[str, str]) -> dict[str, str]:
+    """Tags that join a run to its orchestration: the Prefect flow run, the DVC experiment
+    (name and baseline commit) and the parent run (`EVE_FDD_PARENT_RUN_ID`, set by the
+    ablation and reproduction flows: the MLflow UI nests the stage runs under it)."""
+    tags = {}
+    flow_run_id = prefect_flow_run_id()
+    if flow_run_id:
+        tags["prefect.flow_run_id"] = flow_run_id
+    for var, tag in (("DVC_EXP_NAME", "dvc.experiment"), ("DVC_EXP_BASELINE_REV", "dvc.experiment_baseline"),
+                     ("EVE_FDD_PARENT_RUN_ID", "mlflow.parentRunId"), ("EVE_FDD_PREFECT_FLOW_RUN_ID", "prefect.parent_flow_run_id")):
+        if env.get(var):
+            tags[tag] = env[var]
+    return tags
+
+
 def experiment_name(cfg: Config) -> str:
     return f"{cfg.tracking.experiment_prefix}-{cfg.profile}"
 
@@ -112,10 +134,12 @@ def stage_run(
 ) -> Iterator[StageRun]:
     """Open the MLflow run of `stage`, logging the params in `sections` (dotted config keys
     the stage reads) and the resolved config; the run ends FAILED if the body raises."""
+    env = env or {}
     root = Path(root).resolve()
-    uri = (env or {}).get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.tracking.uri, root)
+    store = store_root(root, env)
+    uri = env.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.tracking.uri, store)
     mlflow.set_tracking_uri(uri)
-    exp_id = _ensure_experiment(experiment_name(cfg), root)
+    exp_id = _ensure_experiment(experiment_name(cfg), store)
     rev, dirty = git_revision(root)
     tags = {
         "dvc.stage": stage,
@@ -123,10 +147,8 @@ def stage_run(
         "git.revision": rev,
         "git.dirty": str(dirty).lower(),
         "mlflow.source.git.commit": rev,
+        **run_tags(env),
     }
-    flow_run_id = prefect_flow_run_id()
-    if flow_run_id:
-        tags["prefect.flow_run_id"] = flow_run_id
     params: dict[str, Any] = {}
     for name in sections:
         value = cfg.section(name)
@@ -135,6 +157,48 @@ def stage_run(
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
         yield StageRun(active)
+
+
+class ParentRun:
+    """An orchestration run, written through `MlflowClient` (not the fluent API's active run,
+    so several can be open at once in one process, as a sweep's are)."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.id = client, run_id
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        for k, v in metrics.items():
+            self.client.log_metric(self.id, k, float(v))
+
+
+@contextmanager
+def parent_run(cfg: Config, name: str, root: str | Path = ".", tags: Mapping[str, Any] | None = None,
+               params: Mapping[str, Any] | None = None) -> Iterator[ParentRun]:
+    """The run an orchestration flow (an ablation, a reproduction) opens around the stage runs
+    it starts: they carry its id (`EVE_FDD_PARENT_RUN_ID` in their environment) and the MLflow
+    UI shows them nested under it. Ends FINISHED, or FAILED if the body raises."""
+    root = Path(root).resolve()
+    mlflow.set_tracking_uri(store_uri(cfg, root))
+    client = MlflowClient()
+    exp_id = _ensure_experiment(experiment_name(cfg), root)
+    rev, dirty = git_revision(root)
+    all_tags = {"kind": "orchestration", "profile": cfg.profile, "git.revision": rev, "git.dirty": str(dirty).lower(),
+                "mlflow.source.git.commit": rev, **run_tags(os.environ), **(tags or {})}
+    run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in all_tags.items()})
+    parent = ParentRun(client, run.info.run_id)
+    for k, v in (params or {}).items():
+        client.log_param(parent.id, k, json.dumps(v) if isinstance(v, (list, dict)) else v)
+    try:
+        yield parent
+    except BaseException:
+        client.set_terminated(parent.id, "FAILED")
+        raise
+    client.set_terminated(parent.id, "FINISHED")
+
+
+def store_uri(cfg: Config, root: str | Path = ".") -> str:
+    """The tracking URI the project's runs go to (what a flow passes to the stages it starts)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.tracking.uri, Path(root).resolve())
 
 
 def write_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:

@@ -1,0 +1,215 @@
+"""Ablations through the real services (issue 7): a Prefect server on a free loopback port, the
+project's deployments served by `python -m flows.serve`, deployment runs started with the
+`prefect` CLI as a user would, DVC experiments and MLflow runs checked; the MLflow UI loaded in
+headless Chromium. Every process started here is stopped here.
+
+The project is a smoke-size copy (tests/conftest.smoke_project) whose instruction table is
+written from the world's own edits (a 10-step Llama writes none), so FDD and the evaluation
+have data points; everything else is what the stages make.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from eve_fdd.data import tables
+
+from conftest import ROOT, smoke_project, world_instructions
+
+pytestmark = pytest.mark.services
+TASKS = ("remove", "local", "background")
+SCREENSHOT = ROOT / ".cache" / "screenshots" / "mlflow-ui.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd, cwd, env, timeout=1200, check=True):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _tiny_fdd(p: dict) -> None:
+    p["diffusion"]["inference_steps"] = 4
+    p["fdd"].update(iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2, log_every=1, sample_every=2,
+                    eval_items=3, samples=0, lora_rank=2)
+    p["fdd"]["discriminator"].update(hidden_size=16, layers=2, heads=2, patch_size=8, feature_layers=[1, 2], head_width=16, head_heads=2)
+    p["evaluate"].update(items=3, samples=1, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("services") / "project", _tiny_fdd)
+    _run(["dvc", "repro", "edit_adapter", "video_adapter", "metric_models"], dest, env)
+    rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
+    tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, (0.02, 0.06)), dest / "data/instructions/instructions.parquet")
+    _run(["dvc", "commit", "-f", "instructions"], dest, env)
+    for cmd in (["git", "config", "user.email", "test@example.com"], ["git", "config", "user.name", "test"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
+        _run(cmd, dest, env)
+    return dest, env
+
+
+@pytest.fixture(scope="module")
+def served(project, tmp_path_factory):
+    """A Prefect server and `python -m flows.serve` (the deployments), both on loopback."""
+    from flows.serve import start_server, stop
+
+    dest, env = project
+    port = free_port()
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = dict(env, PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api", PREFECT_SERVER_UI_ENABLED="false",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1", PREFECT_RUNNER_POLL_FREQUENCY="1")
+    server = start_server("127.0.0.1", port, home)
+    log = open(home / "serve.log", "w")
+    serving = subprocess.Popen([sys.executable, "-m", "flows.serve"], cwd=dest, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            listed = _run(["prefect", "deployment", "ls"], dest, env, check=False).stdout
+            if all(d in listed for d in ("ablation/ablation", "sweep/sweep", "reproduce/reproduce")):
+                break
+            assert serving.poll() is None, (home / "serve.log").read_text()[-3000:]
+            time.sleep(1)
+        else:
+            pytest.fail("deployments not served after 120 s:\n" + (home / "serve.log").read_text()[-3000:])
+        yield dest, env, home
+    finally:
+        _stop(serving)
+        stop(server)
+
+
+def _experiments(dest, env) -> dict[str, dict]:
+    from flows.ablation import find_experiment
+
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], dest, env).stdout)
+    names = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict):
+                names.add(node["name"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(shown)
+    return {n: find_experiment(shown, n) for n in names if n.startswith("no-align")}
+
+
+def test_two_ablations_at_once_finish_with_their_own_results(served):
+    dest, env, _ = served
+    runs = [subprocess.Popen(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param", f"seed={s}",
+                              "--watch"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in (0, 1)]
+    outs = [r.communicate(timeout=1500)[0] for r in runs]
+    for r, out in zip(runs, outs):
+        assert r.returncode == 0, out[-3000:]  # `--watch` exits 0 only when the flow run is COMPLETED
+    exps = _experiments(dest, env)
+    by_seed = {}
+    for name, data in exps.items():
+        seed = data["params"]["params.yaml"]["data"]["fdd"]["seed"]
+        assert name.startswith(f"no-align-seed{seed}-")
+        assert "metrics/evaluate/no_align.json" in data["metrics"] and "metrics/fdd/no_align.json" in data["metrics"]
+        by_seed[seed] = data["metrics"]["metrics/fdd/no_align.json"]["data"]
+    assert sorted(by_seed) == [0, 1]
+    assert by_seed[0]["eval.fidelity.all.mean"] != by_seed[1]["eval.fidelity.all.mean"]  # each its own noise, not a copy
+    assert _run(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""  # the workspace untouched
+
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-shapes")
+    for name in exps:
+        (parent,) = client.search_runs([exp.experiment_id], f"tags.kind = 'ablation' and tags.`dvc.experiment` = '{name}'")
+        assert parent.info.status == "FINISHED" and parent.data.tags["prefect.flow_run_id"]
+        children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        stages = {c.data.tags["dvc.stage"] for c in children}
+        assert {"fdd@no_align", "evaluate@no_align"} <= stages, stages
+        assert all(c.data.tags["dvc.experiment"] == name for c in children)
+        assert "evaluate.gt.fidelity.changed.mean" in parent.data.metrics
+
+
+def test_a_failing_stage_fails_the_run_with_its_message_and_leaves_the_workspace_clean(served):
+    dest, env, _ = served
+    before = set(_experiments(dest, env))
+    bad = _run(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param",
+                'params={"evaluate.baselines": ["sdedit_high"]}', "--watch"], dest, env, check=False, timeout=1500)
+    assert bad.returncode != 0
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}}).encode())
+    with urllib.request.urlopen(request, timeout=30) as r:
+        messages = [(run.get("state") or {}).get("message") or "" for run in json.loads(r.read())]
+    assert any("sdedit_<NN>" in m for m in messages), messages
+    assert _run(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""
+    assert set(_experiments(dest, env)) == before  # nothing half-saved
+    again = _run(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param", "seed=2", "--watch"],
+                 dest, env, check=False, timeout=1500)
+    assert again.returncode == 0, again.stdout[-3000:]
+
+
+def test_mlflow_ui_shows_the_ablation_runs_in_a_browser(served, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dest, env, _ = served
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-shapes")
+    (parent, *_) = client.search_runs([exp.experiment_id], "tags.kind = 'ablation' and attributes.status = 'FINISHED'")
+    port = free_port()
+    ui = subprocess.Popen(["mlflow", "ui", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", f"sqlite:///{dest}/mlflow.db",
+                           "--workers", "1"], cwd=dest, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(arg)
+    driver = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline and ui.poll() is None, "MLflow UI did not start"
+                time.sleep(0.5)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")
+        metric = "evaluate.gt.fidelity.changed.mean"
+        WebDriverWait(driver, 60).until(lambda d: parent.info.run_name in d.page_source and metric in d.page_source)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(SCREENSHOT)) and SCREENSHOT.stat().st_size > 10_000
+        value = f"{parent.data.metrics[metric]:.4g}"[:5]
+        assert value in driver.page_source
+    finally:
+        if driver is not None:
+            driver.quit()
+        _stop(ui)
