@@ -14,5 +14,8 @@ for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_UI_ENABLED": "false",
+    # each stage's flow starts a temporary server; on a busy 2-core machine (two experiments at
+    # once, a training beside) it can take longer than Prefect's default 20 s to answer
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }.items():
     os.environ.setdefault(_key, _value)
