@@ -104,8 +104,8 @@ def merge(path: Path, rows: list[dict]) -> None:
 
 
 def exp_rows() -> list[dict]:
-    """fdd metrics of every DVC experiment of this project, with its fdd.seed."""
-    out = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout
+    """fdd metrics of every DVC experiment of this project (on any commit), with its fdd.seed."""
+    out = subprocess.run(["dvc", "exp", "show", "--all-commits", "--json"], capture_output=True, text=True, check=True).stdout
     rows = []
 
     def walk(node):
@@ -115,8 +115,9 @@ def exp_rows() -> list[dict]:
                 fdd = data["params"].get("params.yaml", {}).get("data", {}).get("fdd", {})
                 seed, ran = fdd.get("seed"), set(fdd.get("variants", ()))  # other variants' files are the baseline's
                 for name, m in data["metrics"].items():
-                    if name.startswith("metrics/fdd/") and Path(name).stem in ran and seed is not None:
-                        rows.append({"variant": Path(name).stem, "seed": seed, **m.get("data", {})})
+                    # a failed experiment has no metrics file (an error entry instead): left out
+                    if name.startswith("metrics/fdd/") and Path(name).stem in ran and seed is not None and m.get("data"):
+                        rows.append({"variant": Path(name).stem, "seed": seed, **m["data"]})
             for v in node.values():
                 walk(v)
         elif isinstance(node, list):

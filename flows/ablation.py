@@ -90,8 +90,10 @@ def find_experiment(shown: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
-def experiment_metrics(name: str, variant: str) -> dict[str, float]:
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=True).stdout)
+def experiment_metrics(name: str, variant: str, baseline: str) -> dict[str, float]:
+    """The variant's metrics in experiment `name`, run on commit `baseline`."""
+    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--rev", baseline, "--json"], capture_output=True, text=True,
+                                      check=True).stdout)
     data = find_experiment(shown, name)
     if data is None:
         raise ExperimentFailed(f"dvc exp show: no experiment named {name!r} after its run")
@@ -114,8 +116,15 @@ def run_experiment(name: str, variant: str, overrides: dict[str, Any]) -> dict[s
     with tracking.parent_run(cfg, f"ablation {name}", tags={"kind": "ablation", "dvc.experiment": name, "variant": variant,
                                                              "prefect.flow_run_id": str(flow_run.id or "")},
                              params={k: v for k, v in overrides.items()}) as parent:
-        _run(["dvc", "exp", "run", "--temp", "-n", name, *_set_args(overrides)], _env(parent.id), f"dvc exp run {name}")
-        metrics = experiment_metrics(name, variant)
+        baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            _run(["dvc", "exp", "run", "--temp", "-n", name, *_set_args(overrides)], _env(parent.id), f"dvc exp run {name}")
+        except ExperimentFailed:
+            # DVC keeps a failed --temp experiment (without the failed stage's outputs): drop it, so
+            # `dvc exp show` lists only results and the ablation can be re-run under its name
+            subprocess.run(["dvc", "exp", "remove", name], capture_output=True, text=True)
+            raise
+        metrics = experiment_metrics(name, variant, baseline)
         parent.log_metrics(metrics)
     return metrics
 
@@ -143,14 +152,20 @@ def sweep(variants: list[str] | None = None, seeds: list[int] | None = None, lim
         raise ValueError(f"sweep: limit must be at least 1, got {limit}")
     jobs = [(v, s) for v in (variants or list(FDD_VARIANTS)) for s in (seeds or [0])]
     checked = {(v, s): overrides_for(v, s, params) for v, s in jobs}  # every job is valid before any starts
-    pending, running, results = deque(jobs), {}, {}
+    pending, running, results, failed = deque(jobs), {}, {}, {}
     while pending or running:
         while pending and len(running) < limit:
             v, s = pending.popleft()
             name = experiment_name(v, s)
             running[run_experiment.submit(name, v, checked[(v, s)])] = name
         done = next(as_completed(list(running)))
-        results[running.pop(done)] = done.result()
+        name = running.pop(done)
+        try:
+            results[name] = done.result()
+        except Exception as exc:  # the others go on; the sweep fails at the end, naming every failure
+            failed[name] = str(exc).splitlines()[0]
+    if failed:
+        raise ExperimentFailed(f"sweep: {len(failed)} of {len(jobs)} ablations failed: " + "; ".join(f"{n}: {m}" for n, m in failed.items()))
     return results
 
 

@@ -65,10 +65,13 @@ def _tiny_fdd(p: dict) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
+    import yaml
+
     dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("services") / "project", _tiny_fdd)
-    _run(["dvc", "repro", "edit_adapter", "video_adapter", "metric_models"], dest, env)
+    _run(["dvc", "repro"], dest, env)  # every stage but FDD's (no variant chosen yet) and the evaluation's
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
-    tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, (0.02, 0.06)), dest / "data/instructions/instructions.parquet")
+    speed = yaml.safe_load((dest / "params.yaml").read_text())["world"]["speed"]
+    tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, speed), dest / "data/instructions/instructions.parquet")
     _run(["dvc", "commit", "-f", "instructions"], dest, env)
     for cmd in (["git", "config", "user.email", "test@example.com"], ["git", "config", "user.name", "test"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
@@ -172,6 +175,16 @@ def test_a_failing_stage_fails_the_run_with_its_message_and_leaves_the_workspace
     again = _run(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param", "seed=2", "--watch"],
                  dest, env, check=False, timeout=1500)
     assert again.returncode == 0, again.stdout[-3000:]
+
+
+def test_a_sweep_runs_its_ablations_within_the_limit(served):
+    dest, env, _ = served
+    before = set(_experiments(dest, env))
+    out = _run(["prefect", "deployment", "run", "sweep/sweep", "--param", 'variants=["no_align"]', "--param", "seeds=[3, 4]",
+                "--param", "limit=2", "--watch"], dest, env, check=False, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:]
+    new = {n: d for n, d in _experiments(dest, env).items() if n not in before}
+    assert sorted(d["params"]["params.yaml"]["data"]["fdd"]["seed"] for d in new.values()) == [3, 4]
 
 
 def test_mlflow_ui_shows_the_ablation_runs_in_a_browser(served, tmp_path):
