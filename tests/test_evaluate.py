@@ -190,7 +190,10 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     seeds = tmp_path / "seeds.json"
     seeds.write_text(json.dumps({"no_align": {"0": {"eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.05},
                                               "1": {"eval.fidelity.changed.mean": 0.4, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.07}}}))
-    summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds)
+    summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds, tmp_path / "plots")
+    rows = json.loads((tmp_path / "plots" / "methods.json").read_text())
+    assert [r["method"] for r in rows] == ["plug-and-play (no_align)", "input unchanged", "edit adapter per frame", "SDEdit 0.75"]
+    assert rows[0]["changed_error"] == summary["no_align.gt.fidelity.changed.mean"] and "viclip_dir" in rows[0]
     text = (tmp_path / "report" / "tables.md").read_text()
     assert "## Ablations" in text and "## Baselines" in text
     assert "| plug-and-play (no_align) | 2 | 0.3000 ± 0.1414 |" in text  # mean ± sd over the two seeds
@@ -209,10 +212,10 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     # an evaluation of other data points is refused, not mixed in
     stale = CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"items": 3})})
     with pytest.raises(ValueError, match="other data points"):
-        report.build(stale, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report2", seeds)
+        report.build(stale, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report2", seeds, tmp_path / "plots2")
     with pytest.raises(FileNotFoundError, match="sdedit_90.json"):
         report.build(CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"baselines": ("sdedit_90",)})}),
-                     dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds)
+                     dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds, tmp_path / "plots3")
 
 
 def test_human_eval_export_reads_the_evaluations(project, tmp_path, capsys):

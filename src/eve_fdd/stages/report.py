@@ -5,7 +5,8 @@ from stages `evaluate` and `baselines`, written under `report/`:
   other seeds, mean ± sd over them; the baseline table (Table 1 analogue);
 - `metrics.png`: a bar per method for every column;
 - `grids/item-NN.gif` and `grid.png`: input | ground truth | each method, for a few held-out
-  data points (evaluate.samples, spread over the tasks).
+  data points (evaluate.samples, spread over the tasks);
+and `plots/report/methods.json` (a row per method, every column), a DVC plot (`dvc plots show`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ def methods(cfg: Config) -> tuple[list[str], list[str]]:
     return variants, [m for m in ("full", "no_align") if m in variants] + list(cfg.evaluate.baselines)
 
 
-def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_dir: Path, seeds: Path = SEEDS) -> tuple[dict[str, float], list[Path]]:
+def _plot_key(key: str) -> str:
+    """`gt.fidelity.changed.mean` -> `changed_error`, `paper.viclip_dir.mean` -> `viclip_dir`."""
+    name = key.removesuffix(".mean").split(".")[-1]
+    return f"{name}_error" if key.startswith(("gt.fidelity", "gt.temporal")) else name
+
+
+def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_dir: Path, seeds: Path = SEEDS,
+          plots_dir: Path | None = None) -> tuple[dict[str, float], list[Path]]:
     variants, baselines = methods(cfg)
     everything = list(dict.fromkeys(variants + baselines))
     if not everything:
@@ -55,6 +63,10 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
     tables.write_text("\n".join(parts))
     artifacts = [tables, report.bar_figure(metrics, everything, out_dir / "metrics.png")]
     artifacts += grids(cfg, dirs, evaluate_dir, everything, out_dir)
+    plot = Path("plots") / "report" / "methods.json" if plots_dir is None else plots_dir / "methods.json"
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_text(json.dumps([{"method": report.label(m), **{_plot_key(k): metrics[m].get(k) for k, _, _ in report.COLUMNS}}
+                                for m in everything], indent=1) + "\n")
     summary = {f"{m}.{k}": metrics[m][k] for m in everything for k, _, _ in report.COLUMNS if k in metrics[m]}
     return summary, artifacts
 
