@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make repro   set up .venv, then `dvc repro` (the default Shapes profile)
 #   make test    set up .venv, then the tests (unit + a real `dvc repro` on smoke params)
+#   make test-services  the tests with real Prefect/MLflow servers and headless Chromium (installs it)
 #   make serve   serve the Prefect deployments (ablation, sweep, reproduce), with a local server if none is set
 #   make ui      the MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT)
 # Set-up is idempotent: it reinstalls only when pyproject.toml changed.
@@ -13,7 +14,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup browser repro test serve ui clean-data
+.PHONY: setup browser repro test test-services serve ui clean-data
 
 setup: $(STAMP)
 
@@ -34,8 +35,12 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
 	  (echo "could not install chromium and chromium-driver (apt-get, as root); the browser test needs them" && false)
 
-test: setup browser
+test: setup
 	pytest
+
+# the tests with real Prefect / MLflow servers and headless Chromium (issue 7; not yet in `make test`)
+test-services: setup browser
+	pytest -m services
 
 PREFECT_PORT ?= 4200
 UI_PORT ?= 5000
