@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make repro   set up .venv, then `dvc repro` (the default Shapes profile)
-#   make test    set up .venv, then the tests (unit + a real `dvc repro` on smoke params)
-#   make test-services  the tests with real Prefect/MLflow servers and headless Chromium (installs it)
+#   make test    set up .venv (and Chromium), then every test: unit, a real `dvc repro` on smoke
+#                params, and the real Prefect/MLflow servers with the MLflow UI in headless Chromium
+#   make test-services  only the tests with the real servers and the browser
 #   make serve   serve the Prefect deployments (ablation, sweep, reproduce), with a local server if none is set
 #   make ui      the MLflow UI over the project's store on http://127.0.0.1:$(UI_PORT)
 # Set-up is idempotent: it reinstalls only when pyproject.toml changed.
@@ -35,10 +36,10 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
 	  (echo "could not install chromium and chromium-driver (apt-get, as root); the browser test needs them" && false)
 
-test: setup
+test: setup browser
 	pytest
 
-# the tests with real Prefect / MLflow servers and headless Chromium (issue 7; not yet in `make test`)
+# only the tests with real Prefect / MLflow servers and headless Chromium (make test runs them too)
 test-services: setup browser
 	pytest -m services
 
