@@ -47,7 +47,11 @@ def test_build_trains_resumes_saves_and_checks(tmp_path, kind):
     assert all(k.startswith(f"{kind}.") for k in saved)
     info = json.loads((tmp_path / kind / "model.json").read_text())
     encoder = load_image_text(info["path"]) if kind == "clip" else load_video_text(info["path"])
-    assert encoder.texts(["a small red circle on a white background"]).shape == (1, 16)
+    texts = encoder.texts(["a small yellow circle on a white background", "a small yellow circle on a black background"])
+    assert texts.shape == (2, 16)
+    # the caption's last words count: the text is pooled at </s> (XCLIPModel pools at the
+    # highest id, so the X-CLIP tokenizer gives </s> the last one), not at a word before them
+    assert (texts[0] * texts[1]).sum() < 0.9999
     again = metric_models.build(CFG, kind, tmp_path / kind, tmp_path / "ckpt", progress=False)
     assert again.metrics["resumed_from"] == 3
 
@@ -80,3 +84,36 @@ def test_full_profile_records_the_given_models_and_names_a_missing_one(tmp_path)
 def test_unknown_kind_is_named(tmp_path):
     with pytest.raises(ValueError, match="unknown model 'vit'"):
         metric_models.build(CFG, "vit", tmp_path, progress=False)
+
+
+def test_xclip_loss_trains_the_features_the_metrics_read():
+    """The X-CLIP loss is CLIP's symmetric cross-entropy over `get_video_features` /
+    `get_text_features` (what ViCLIP_out/_dir read), not XCLIPModel's own loss over
+    prompt-rewritten text; a few steps on one batch make those features tell its pairs apart."""
+    import torch
+    import torch.nn.functional as F
+
+    from eve_fdd.evaluate.paper_metrics import VideoText, frame_processor
+    from eve_fdd.models.text import shapes_tokenizer
+
+    w, m = CFG.world, CFG.metric_models
+    tokenizer, processor = shapes_tokenizer(eos_last=True), frame_processor(w.size)
+    model = mm.tiny_xclip(tokenizer.vocab_size, w.size, m.hidden_size, m.layers, m.heads, m.patch_size,
+                          tokenizer.model_max_length, frames=w.frames, seed=0)
+    data = mm.pairs(CFG.world, 0, METRIC_MODELS_TRAIN_STREAM, range(4))
+    g = torch.Generator().manual_seed(0)
+    loss = mm.contrastive_loss("xclip", model, tokenizer, processor, data, g)
+    enc = VideoText(model, tokenizer, processor)
+    v = enc.videos(np.concatenate([data.clips, data.edited]))
+    t = enc.texts(data.captions + data.edited_captions)
+    logits = model.logit_scale.exp().detach() * t @ v.T
+    want = (F.cross_entropy(logits, torch.arange(8)) + F.cross_entropy(logits.T, torch.arange(8))) / 2
+    assert torch.allclose(loss.detach(), want, atol=1e-5)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(70):
+        opt.zero_grad()
+        mm.contrastive_loss("xclip", model, tokenizer, processor, data, g).backward()
+        opt.step()
+    # a scene and its edit (captions a word apart) are each closer to their own caption
+    # (chance 0.25; 0.25 at most while the text is pooled before the words that differ)
+    assert mm.check("xclip", enc, data)["check.pair_accuracy"] >= 0.5

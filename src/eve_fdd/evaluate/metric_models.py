@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..data.splits import stream_seed
 from ..world import applicable, caption, make_edit, random_scene, render_frame, render_video
 from ..world.vocab import TASKS
-from .paper_metrics import viclip_dir
+from .paper_metrics import _features, viclip_dir
 
 
 def tiny_clip(vocab_size: int, image_size: int, hidden: int, layers: int, heads: int, patch: int, max_length: int,
@@ -40,7 +41,11 @@ def tiny_xclip(vocab_size: int, image_size: int, hidden: int, layers: int, heads
     torch.manual_seed(seed)
     vision = _vision(hidden, layers, heads, image_size, patch) | dict(
         num_frames=frames, mit_hidden_size=hidden, mit_intermediate_size=2 * hidden, mit_num_hidden_layers=1, mit_num_attention_heads=heads)
-    return XCLIPModel(XCLIPConfig(text_config=_text(vocab_size, hidden, layers, heads, max_length), vision_config=vision,
+    # the text is pooled at the highest token id whatever eos_token_id says (transformers forces
+    # CLIP's legacy pooling on XCLIP): give it a tokenizer whose </s> is the last id
+    # (shapes_tokenizer(eos_last=True))
+    text = _text(vocab_size, hidden, layers, heads, max_length) | dict(eos_token_id=vocab_size - 1)
+    return XCLIPModel(XCLIPConfig(text_config=text, vision_config=vision,
                                   projection_dim=hidden, prompt_layers=1, prompt_attention_heads=heads))
 
 
@@ -95,9 +100,12 @@ def pairs(world: Any, seed: int, stream: int, indices: range, single_frame: bool
 
 
 def contrastive_loss(kind: str, model: Any, tokenizer: Any, processor: Any, data: Pairs, generator: torch.Generator) -> torch.Tensor:
-    """CLIP's symmetric contrastive loss (the model's own, `return_loss=True`) over the scenes
-    and their edits together, so each batch holds near misses: a scene and its edited self.
-    CLIP sees one random frame of each clip, X-CLIP the whole clip."""
+    """CLIP's symmetric contrastive loss over the scenes and their edits together, so each batch
+    holds near misses: a scene and its edited self. CLIP sees one random frame of each clip
+    (the model's own loss, `return_loss=True`); X-CLIP the whole clip, on exactly the features
+    the metrics read (`get_video_features`, `get_text_features`): XCLIPModel's own loss scores
+    text embeddings rewritten by its video-conditioned prompt generator, which the metrics never
+    see, and training on it left the plain features at chance (pair accuracy 0.07)."""
     clips = np.concatenate([data.clips, data.edited])
     texts = tokenizer(data.captions + data.edited_captions, padding="max_length", truncation=True,
                       max_length=tokenizer.model_max_length, return_tensors="pt")
@@ -108,6 +116,11 @@ def contrastive_loss(kind: str, model: Any, tokenizer: Any, processor: Any, data
     else:
         pixels = processor(images=list(clips.reshape(n * f, *clips.shape[2:])), return_tensors="pt").pixel_values
         pixels = pixels.reshape(n, f, *pixels.shape[1:])
+        videos = F.normalize(_features(model.get_video_features(pixel_values=pixels)), dim=-1)
+        words = F.normalize(_features(model.get_text_features(input_ids=texts.input_ids, attention_mask=texts.attention_mask)), dim=-1)
+        logits = model.logit_scale.exp() * words @ videos.T  # (texts, videos); pair i is the diagonal
+        target = torch.arange(n)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     return model(input_ids=texts.input_ids, attention_mask=texts.attention_mask, pixel_values=pixels, return_loss=True).loss
 
 

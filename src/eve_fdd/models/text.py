@@ -44,14 +44,17 @@ def world_words(scenes: int = 300) -> tuple[str, ...]:
     return tuple(sorted(words))
 
 
-def shapes_tokenizer(words: tuple[str, ...] | None = None, max_length: int = 64):
-    """A word-level fast tokenizer over the world's words (lower-cased; unknown words -> <unk>)."""
+def shapes_tokenizer(words: tuple[str, ...] | None = None, max_length: int = 64, eos_last: bool = False):
+    """A word-level fast tokenizer over the world's words (lower-cased; unknown words -> <unk>).
+    `eos_last`: </s> gets the highest id, as in CLIP's own vocabulary, for models that pool the
+    text at the highest id rather than at `eos_token_id` (transformers' XCLIPModel forces that
+    legacy CLIP behaviour; with </s> = 3 it would pool at a word in the middle of the caption)."""
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
     words = world_words() if words is None else words
-    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, EOS, *words])}
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, *words, EOS] if eos_last else [PAD, UNK, BOS, EOS, *words])}
     tok = Tokenizer(WordLevel(vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()  # \w+ and runs of punctuation, as world_words splits

@@ -43,7 +43,7 @@ def build(cfg: Config, kind: str, out_dir: Path, checkpoints: Path | None = None
         return TrainingOutputs({"trained": 0})
 
     w = cfg.world
-    tokenizer = shapes_tokenizer()
+    tokenizer = shapes_tokenizer(eos_last=kind == "xclip")  # XCLIPModel pools text at the highest id (models/text.py)
     processor = frame_processor(w.size)
     args = (tokenizer.vocab_size, w.size, m.hidden_size, m.layers, m.heads, m.patch_size, tokenizer.model_max_length)
     model = mm.tiny_clip(*args, seed=cfg.seed) if kind == "clip" else mm.tiny_xclip(*args, frames=w.frames, seed=cfg.seed)
