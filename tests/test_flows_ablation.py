@@ -47,3 +47,75 @@ def test_a_failing_command_raises_with_the_lines_that_say_why(tmp_path):
 
     with pytest.raises(ablation.ExperimentFailed, match=r"exit 3\): ValueError: baseline x: SDEdit is named sdedit_<NN> \| ERROR"):
         ablation._run([sys.executable, str(script)], dict(os.environ), "demo")
+
+
+def _sh(cmd: list[str], cwd) -> str:
+    import subprocess
+
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+STAGES = """\
+stages:
+  z:
+    cmd: python z.py
+    deps: [z.py]
+    outs: [z.txt]
+  a:
+    cmd: python -c "import pathlib, yaml; pathlib.Path('a').mkdir(exist_ok=True); pathlib.Path('a/x.txt').write_text(pathlib.Path('z.txt').read_text() + str(yaml.safe_load(open('params.yaml'))['p']))"
+    deps: [z.txt]
+    params: [p]
+    outs: [a]
+  b:
+    cmd: python -c "import pathlib, yaml; pathlib.Path('b.txt').write_text(pathlib.Path('a/x.txt').read_text() + str(yaml.safe_load(open('params.yaml'))['q']))"
+    deps: [a/x.txt]
+    params: [q]
+    outs: [b.txt]
+  c:
+    cmd: python -c "import pathlib, yaml; pathlib.Path('c.txt').write_text(pathlib.Path('b.txt').read_text() + str(yaml.safe_load(open('params.yaml'))['r']))"
+    deps: [b.txt]
+    params: [r]
+    outs: [c.txt]
+"""
+
+
+def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_path, monkeypatch):
+    """A fresh clone's dvc.lock names directories its DVC cache lacks (`a/`); in DVC 3.67 an
+    experiment that restores from the run cache the stage making such a directory with other
+    params than the lock's (`p`) and then the stage reading it (`b`) fails ("failed to load
+    directory ('a',)": `z` made the experiment load its index before `a` was restored). The
+    ablation's command runs every stage then, so both experiments finish (without `-f` the
+    second fails); once `dvc repro` has made the lock's results, it reuses again."""
+    import json
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "params.yaml").write_text("p: 1\nq: 1\nr: 1\n")
+    (src / "dvc.yaml").write_text(STAGES)
+    (src / "z.py").write_text("open('z.txt', 'w').write('z')\n")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
+                ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
+        _sh(cmd, src)
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(src), str(clone)], tmp_path)
+    for cmd in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"]):
+        _sh(cmd, clone)
+    monkeypatch.chdir(clone)
+    assert ablation.missing_results() == ["a/"]
+    for name, overrides in (("first", {"p": 2}), ("second", {"p": 2, "r": 3})):
+        cmd = ablation.exp_run_command(name, overrides)
+        assert "-f" in cmd
+        ablation._run(cmd, dict(os.environ), name)
+    shown = json.loads(_sh(["dvc", "exp", "show", "--json"], clone))
+    assert ablation.find_experiment(shown, "first") is not None and ablation.find_experiment(shown, "second") is not None
+    assert _sh(["git", "status", "--porcelain"], clone) == ""  # the workspace untouched
+
+    _sh(["dvc", "repro", "-q"], clone)
+    assert ablation.missing_results() == []
+    cmd = ablation.exp_run_command("third", {"p": 2, "r": 4})
+    assert "-f" not in cmd
+    ablation._run(cmd, dict(os.environ), "third")
