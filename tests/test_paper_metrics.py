@@ -23,10 +23,10 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("metric-models")
     tok = shapes_tokenizer(max_length=32)
     xtok = shapes_tokenizer(max_length=32, eos_last=True)  # XCLIPModel pools at the highest id
-    for name, model, tok in (("clip", tiny_clip(tok.vocab_size, 32, 32, 2, 2, 8, 32, seed=1), tok),
-                             ("xclip", tiny_xclip(tok.vocab_size, 32, 32, 2, 2, 8, 32, frames=4, seed=2), xtok)):
+    for name, model, tokenizer in (("clip", tiny_clip(tok.vocab_size, 32, 32, 2, 2, 8, 32, seed=1), tok),
+                                   ("xclip", tiny_xclip(tok.vocab_size, 32, 32, 2, 2, 8, 32, frames=4, seed=2), xtok)):
         model.save_pretrained(root / name)
-        tok.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
         frame_processor(32).save_pretrained(root / name)
     clip = load_image_text(root / "clip")
     return MetricModels(clip, clip, load_video_text(root / "xclip"))
