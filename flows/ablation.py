@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, task

@@ -1,3 +1,4 @@
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,14 @@ import pytest
 from eve_fdd.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh(cmd: list[str], cwd, env: dict | None = None, *, timeout: float = 1200, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command; with `check`, a failure shows the command and the end of its output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
 
 
 @pytest.fixture
@@ -43,7 +52,6 @@ def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[s
     `<stage>@ITEM` (stage: the module's name unless given) and the client."""
     import os
     import shutil
-    import subprocess
     import sys
 
     import yaml
@@ -119,14 +127,9 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     params (`tweak(params)` may change them further); returns (dest, env) for running DVC."""
     import os
     import shutil
-    import subprocess
     import sys
 
     import yaml
-
-    def _run(cmd, cwd, env):
-        proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
 
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
@@ -170,5 +173,5 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
-        _run(cmd, dest, env)
+        sh(cmd, dest, env)
     return dest, env

@@ -13,7 +13,7 @@ from eve_fdd.distill.batch import EditBatch
 from eve_fdd.distill.losses import hinge_discriminator, hinge_generator, sds_loss, sds_timesteps, sds_weight
 from eve_fdd.distill.student import Student
 from eve_fdd.distill.teachers import EditTeacher, VideoTeacher, lora_off
-from eve_fdd.models.adapters import edit_adapter, motion_parameters, task_ids, video_adapter
+from eve_fdd.models.adapters import edit_adapter, task_ids, video_adapter
 from eve_fdd.models.backbone import tiny_backbone
 
 from conftest import ROOT

@@ -6,7 +6,7 @@ import pytest
 
 from flows import ablation
 
-from conftest import ROOT
+from conftest import ROOT, sh
 
 
 @pytest.fixture(autouse=True)
@@ -47,14 +47,6 @@ def test_a_failing_command_raises_with_the_lines_that_say_why(tmp_path):
 
     with pytest.raises(ablation.ExperimentFailed, match=r"exit 3\): ValueError: baseline x: SDEdit is named sdedit_<NN> \| ERROR"):
         ablation._run([sys.executable, str(script)], dict(os.environ), "demo")
-
-
-def _sh(cmd: list[str], cwd) -> str:
-    import subprocess
-
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-    return proc.stdout
 
 
 STAGES = """\
@@ -99,22 +91,22 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
                 ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
-        _sh(cmd, src)
+        sh(cmd, src)
     clone = tmp_path / "clone"
-    _sh(["git", "clone", "-q", str(src), str(clone)], tmp_path)
+    sh(["git", "clone", "-q", str(src), str(clone)], tmp_path)
     for cmd in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"]):
-        _sh(cmd, clone)
+        sh(cmd, clone)
     monkeypatch.chdir(clone)
     assert ablation.missing_results() == ["a/"]
     for name, overrides in (("first", {"p": 2}), ("second", {"p": 2, "r": 3})):
         cmd = ablation.exp_run_command(name, overrides)
         assert "-f" in cmd
         ablation._run(cmd, dict(os.environ), name)
-    shown = json.loads(_sh(["dvc", "exp", "show", "--json"], clone))
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], clone).stdout)
     assert ablation.find_experiment(shown, "first") is not None and ablation.find_experiment(shown, "second") is not None
-    assert _sh(["git", "status", "--porcelain"], clone) == ""  # the workspace untouched
+    assert sh(["git", "status", "--porcelain"], clone).stdout == ""  # the workspace untouched
 
-    _sh(["dvc", "repro", "-q"], clone)
+    sh(["dvc", "repro", "-q"], clone)
     assert ablation.missing_results() == []
     cmd = ablation.exp_run_command("third", {"p": 2, "r": 4})
     assert "-f" not in cmd

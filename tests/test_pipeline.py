@@ -1,7 +1,6 @@
 """End to end: the real `dvc repro` on smoke-size params, in a copy of the project."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,13 @@ from mlflow.tracking import MlflowClient
 
 from eve_fdd.data import tables
 
-from conftest import smoke_project
+from conftest import sh, smoke_project
 
 pytestmark = pytest.mark.e2e
 
 
-def _run(cmd, cwd, env):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+def _run(cmd, cwd, env) -> str:
+    proc = sh(cmd, cwd, env)
     return proc.stdout + proc.stderr
 
 

@@ -18,14 +18,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from eve_fdd.data import tables
 
-from conftest import ROOT, smoke_project, world_instructions
+from conftest import ROOT, sh, smoke_project, world_instructions
 
 pytestmark = pytest.mark.services
 TASKS = ("remove", "local", "background")
@@ -36,13 +35,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _run(cmd, cwd, env, timeout=1200, check=True):
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -68,14 +60,14 @@ def project(tmp_path_factory):
     import yaml
 
     dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("services") / "project", _tiny_fdd)
-    _run(["dvc", "repro"], dest, env)  # every stage but FDD's (no variant chosen yet) and the evaluation's
+    sh(["dvc", "repro"], dest, env)  # every stage but FDD's (no variant chosen yet) and the evaluation's
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     speed = yaml.safe_load((dest / "params.yaml").read_text())["world"]["speed"]
     tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, speed), dest / "data/instructions/instructions.parquet")
-    _run(["dvc", "commit", "-f", "instructions"], dest, env)
+    sh(["dvc", "commit", "-f", "instructions"], dest, env)
     for cmd in (["git", "config", "user.email", "test@example.com"], ["git", "config", "user.name", "test"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
-        _run(cmd, dest, env)
+        sh(cmd, dest, env)
     return dest, env
 
 
@@ -96,7 +88,7 @@ def served(project, tmp_path_factory):
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            listed = _run(["prefect", "deployment", "ls"], dest, env, check=False).stdout
+            listed = sh(["prefect", "deployment", "ls"], dest, env, check=False).stdout
             if all(d in listed for d in ("ablation/ablation", "sweep/sweep", "reproduce/reproduce")):
                 break
             assert serving.poll() is None, (home / "serve.log").read_text()[-3000:]
@@ -112,7 +104,7 @@ def served(project, tmp_path_factory):
 def _experiments(dest, env) -> dict[str, dict]:
     from flows.ablation import find_experiment
 
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], dest, env).stdout)
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], dest, env).stdout)
     names = set()
 
     def walk(node):
@@ -145,7 +137,7 @@ def test_two_ablations_at_once_finish_with_their_own_results(served):
         by_seed[seed] = data["metrics"]["metrics/fdd/no_align.json"]["data"]
     assert sorted(by_seed) == [0, 1]
     assert by_seed[0]["eval.fidelity.all.mean"] != by_seed[1]["eval.fidelity.all.mean"]  # each its own noise, not a copy
-    assert _run(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""  # the workspace untouched
+    assert sh(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""  # the workspace untouched
 
     client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
     exp = client.get_experiment_by_name("eve-fdd-shapes")
@@ -162,23 +154,23 @@ def test_two_ablations_at_once_finish_with_their_own_results(served):
 def test_a_failing_stage_fails_the_run_with_its_message_and_leaves_the_workspace_clean(served):
     dest, env, _ = served
     before = set(_experiments(dest, env))
-    bad = _run(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param",
-                'params={"evaluate.baselines": ["sdedit_high"]}', "--watch"], dest, env, check=False, timeout=1500)
+    bad = sh(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param",
+              'params={"evaluate.baselines": ["sdedit_high"]}', "--watch"], dest, env, check=False, timeout=1500)
     assert bad.returncode != 0
     request = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", method="POST", headers={"Content-Type": "application/json"},
                                      data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}}).encode())
     with urllib.request.urlopen(request, timeout=30) as r:
         messages = [(run.get("state") or {}).get("message") or "" for run in json.loads(r.read())]
     assert any("sdedit_<NN>" in m for m in messages), messages
-    assert _run(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""
+    assert sh(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""
     assert set(_experiments(dest, env)) == before  # nothing half-saved; the next ablations run as usual (the sweep's test)
 
 
 def test_a_sweep_runs_its_ablations_within_the_limit(served):
     dest, env, _ = served
     before = set(_experiments(dest, env))
-    out = _run(["prefect", "deployment", "run", "sweep/sweep", "--param", 'variants=["no_align"]', "--param", "seeds=[3, 4]",
-                "--param", "limit=2", "--watch"], dest, env, check=False, timeout=1500)
+    out = sh(["prefect", "deployment", "run", "sweep/sweep", "--param", 'variants=["no_align"]', "--param", "seeds=[3, 4]",
+              "--param", "limit=2", "--watch"], dest, env, check=False, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:]
     new = {n: d for n, d in _experiments(dest, env).items() if n not in before}
     assert sorted(d["params"]["params.yaml"]["data"]["fdd"]["seed"] for d in new.values()) == [3, 4]
