@@ -89,7 +89,8 @@ def main() -> None:
     def library():
         editor.edit(clip, instruction, caption, task, seed=0, progress=True)
 
-    tmp = Path(tempfile.mkdtemp())
+    scratch = tempfile.TemporaryDirectory(prefix="eve-fdd-bench-")  # the command's mp4s, removed at the end
+    tmp = Path(scratch.name)
     write_mp4(clip, tmp / "in.mp4", fps=cfg.videos.fps)
 
     def command():
@@ -112,7 +113,8 @@ def main() -> None:
                 part = EditBatch(batch.source[:, :, win], batch.caption_emb, batch.instruction_emb, batch.tasks, out[:, :, win.start])
                 out[:, :, win] = editor.student.generate(torch.randn(part.source.shape, generator=g), part, editor.timesteps)
 
-    t_cli, t_lib, t_direct = best(command, args.repeats), best(library, args.repeats), best(direct, args.repeats)
+    with scratch:
+        t_cli, t_lib, t_direct = best(command, args.repeats), best(library, args.repeats), best(direct, args.repeats)
     result |= {"edit.variant": args.variant, "edit.frames": len(clip), "edit.command_frames_per_second": round(len(clip) / t_cli, 2),
                "edit.library_frames_per_second": round(len(clip) / t_lib, 2),
                "edit.direct_frames_per_second": round(len(clip) / t_direct, 2),
