@@ -64,8 +64,7 @@ def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[s
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]), PREFECT_HOME=str(project / ".prefect"))
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run([sys.executable, "-m", f"flows.{module}", item], cwd=project, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    sh([sys.executable, "-m", f"flows.{module}", item], project, env, timeout=900)
     client = MlflowClient(f"sqlite:///{project}/mlflow.db")
     stage = f"{stage or module}@{item}"
     (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], f"tags.`dvc.stage` = '{stage}'")
@@ -131,9 +130,7 @@ def smoke_project(root: Path, dest: Path, tweak=None):
 
     import yaml
 
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.split()
+    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], root).stdout.split()
     for f in files:
         if (root / f).is_file() and not f.startswith(("data/", "metrics/")):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
