@@ -10,6 +10,10 @@ timed three ways over the same steps:
 samples/s = steps x batch size / loop time; outside = 1 - compute / loop.
 
     python benchmarks/train_throughput.py [--steps 30] [--stages backbone edit_adapter video_adapter loras]
+                                          [--precision no bf16]
+
+Each stage runs at its `train.mixed_precision` from params.yaml, or at every value given to
+`--precision` in turn (compute is then autocast the way the loop does it).
 
 Weights do not change speed, so the adapters are put on a freshly initialised backbone of the
 configured size; the edit adapter reads `data/edit_pairs/pairs.parquet` when it exists and
@@ -36,7 +40,7 @@ from eve_fdd.stages import edit_pairs as s_pairs
 from eve_fdd.stages import lora as s_lora
 from eve_fdd.stages import video_adapter as s_video
 from eve_fdd.train import edit_adapter as te
-from eve_fdd.train.loop import Objective, train, trainable
+from eve_fdd.train.loop import Objective, resolve_precision, train, trainable
 
 PAIRS = Path("data/edit_pairs/pairs.parquet")
 
@@ -80,9 +84,11 @@ def time_compute(obj: Objective, batches: list, train_cfg) -> float:
     opt = torch.optim.AdamW(params, lr=train_cfg.lr)
     for m in obj.modules.values():
         m.train()
+    bf16 = resolve_precision(train_cfg.mixed_precision) == "bf16"
     start = time.perf_counter()
     for i, batch in enumerate(batches):
-        loss = obj.loss(batch, torch.Generator().manual_seed(i))
+        with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = obj.loss(batch, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
@@ -90,36 +96,41 @@ def time_compute(obj: Objective, batches: list, train_cfg) -> float:
     return time.perf_counter() - start
 
 
+def measure(name: str, obj: Objective, train_cfg, steps: int) -> dict:
+    """One row: data, compute and loop time of `steps` steps of `obj` at `train_cfg`."""
+    obj.loss(obj.batch(0), torch.Generator().manual_seed(0)).backward()  # warm-up (allocations, lazy init)
+    for m in obj.modules.values():
+        m.zero_grad(set_to_none=True)
+    start = time.perf_counter()
+    batches = [obj.batch(s) for s in range(steps)]
+    data = time.perf_counter() - start
+    compute = time_compute(obj, batches, train_cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = train(obj.modules, obj.step_fn, train_cfg.model_copy(update={"steps": steps}), tmp, progress=False).seconds
+    return {
+        "stage": name, "precision": resolve_precision(train_cfg.mixed_precision), "batch_size": obj.batch_size, "steps": steps,
+        "seconds_per_step": round(loop / steps, 3), "samples_per_second": round(steps * obj.batch_size / loop, 2),
+        "data_seconds_per_step": round(data / steps, 4), "compute_seconds_per_step": round(compute / steps, 3),
+        "outside_forward_backward": round(1 - compute / loop, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--stages", nargs="+", default=["backbone", "edit_adapter", "video_adapter", "loras"])
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--precision", nargs="+", choices=["no", "bf16", "auto"], help="mixed_precision values to time (default: each stage's own)")
     args = parser.parse_args()
     cfg = load_config(args.params)
     rows = []
     for name, train_cfg, obj in objectives(cfg, args.stages):
-        obj.loss(obj.batch(0), torch.Generator().manual_seed(0)).backward()  # warm-up (allocations, lazy init)
-        for m in obj.modules.values():
-            m.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        batches = [obj.batch(s) for s in range(args.steps)]
-        data = time.perf_counter() - start
-        compute = time_compute(obj, batches, train_cfg)
-        with tempfile.TemporaryDirectory() as tmp:
-            loop_cfg = train_cfg.model_copy(update={"steps": args.steps})
-            loop = train(obj.modules, obj.step_fn, loop_cfg, tmp, progress=False).seconds
-        row = {
-            "stage": name, "batch_size": obj.batch_size, "steps": args.steps,
-            "seconds_per_step": round(loop / args.steps, 3), "samples_per_second": round(args.steps * obj.batch_size / loop, 2),
-            "data_seconds_per_step": round(data / args.steps, 4), "compute_seconds_per_step": round(compute / args.steps, 3),
-            "outside_forward_backward": round(1 - compute / loop, 3),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    print("\n| stage | batch | s/step | samples/s | data s/step | outside fwd/bwd |\n| --- | --- | --- | --- | --- | --- |")
+        for precision in args.precision or [train_cfg.mixed_precision]:
+            rows.append(measure(name, obj, train_cfg.model_copy(update={"mixed_precision": precision}), args.steps))
+            print(json.dumps(rows[-1]), flush=True)
+    print("\n| stage | precision | batch | s/step | samples/s | data s/step | outside fwd/bwd |\n| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['stage']} | {r['batch_size']} | {r['seconds_per_step']} | {r['samples_per_second']} | "
+        print(f"| {r['stage']} | {r['precision']} | {r['batch_size']} | {r['seconds_per_step']} | {r['samples_per_second']} | "
               f"{r['data_seconds_per_step']} | {100 * r['outside_forward_backward']:.1f}% |")
 
 

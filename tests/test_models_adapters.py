@@ -130,3 +130,28 @@ def test_training_only_the_temporal_layers_does_not_crash_group_norm():
     emb = torch.randn(4, 48, unet.config.cross_attention_dim)
     unet(x, torch.tensor([500]), encoder_hidden_states=emb).sample.square().mean().backward()
     assert any(p.grad is not None for p in motion_parameters(unet))
+
+
+def test_lora_targets_choose_the_adapted_layers_and_survive_save_and_load(tmp_path):
+    from eve_fdd.models.adapters import load_lora
+
+    bb = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    add_lora(bb.unet, "style", rank=2, targets=("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"))
+    lora = {n for n, p in bb.unet.named_parameters() if "lora_" in n}
+    assert any(".conv1.lora_A" in n for n in lora) and any(".conv2.lora_B" in n for n in lora)
+    assert any(".to_k.lora_A" in n for n in lora)
+    assert {n for n, p in bb.unet.named_parameters() if p.requires_grad} == lora
+    with torch.no_grad():
+        for n, p in bb.unet.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    bb.unet.save_lora_adapter(str(tmp_path), adapter_name="style")
+    again = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    load_lora(again.unet, tmp_path, "style")
+    x, t = torch.randn(1, 3, 16, 16, generator=G), torch.tensor([500])
+    ehs = bb.encode_text(["a red circle"])
+    with torch.no_grad():
+        assert torch.allclose(again.unet(x, t, encoder_hidden_states=ehs).sample, bb.unet(x, t, encoder_hidden_states=ehs).sample, atol=1e-5)
+    attention_only = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    add_lora(attention_only.unet, "subject", rank=2)
+    assert not any("conv" in n and "lora_" in n for n, _ in attention_only.unet.named_parameters())

@@ -152,3 +152,34 @@ def test_a_critic_must_train_something_of_its_own(tmp_path):
         train(m, _step_fn(m), CFG, tmp_path, progress=False, critic=Critic({"head": m["head"]}, _step_fn(m), lr=1e-2))
     with pytest.raises(ValueError, match="requires gradients"):
         train(m, _step_fn(m), CFG, tmp_path, progress=False, critic=Critic({"frozen": m["frozen"]}, _step_fn(m), lr=1e-2))
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_mixed_precision_autocasts_the_step_and_keeps_float32_weights(tmp_path, precision):
+    m = _model()
+    inner = _step_fn(m)
+    seen = []
+
+    def step(i, gen):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        loss, logs = inner(i, gen)
+        return loss, logs
+
+    res = train(m, step, CFG.model_copy(update={"mixed_precision": precision}), tmp_path, progress=False)
+    assert all(on == (precision == "bf16") for on, _ in seen) and len(seen) == 12
+    if precision == "bf16":
+        assert {dtype for _, dtype in seen} == {torch.bfloat16}
+    assert res.curve[-1]["loss"] < res.curve[0]["loss"]  # it still learns
+    assert res.summary(16)["bf16"] == float(precision == "bf16")
+    assert all(p.dtype == torch.float32 for p in m["head"].parameters())
+    assert load_file(res.checkpoint / "weights.safetensors")["head.0.weight"].dtype == torch.float32
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it():
+    from eve_fdd.train.loop import native_bf16, resolve_precision
+
+    assert resolve_precision("no") == "no" and resolve_precision("bf16") == "bf16"
+    expected = ("bf16" if torch.cuda.is_bf16_supported() else "no") if torch.cuda.is_available() else ("bf16" if native_bf16() else "no")
+    assert resolve_precision("auto") == expected
+    with pytest.raises(ValueError, match="mixed_precision"):
+        TrainConfig(mixed_precision="fp8")

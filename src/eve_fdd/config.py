@@ -174,6 +174,10 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (diffusers EMAModel); 0 = off")
     gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16", "auto"] = Field(
+        "no", description="bf16: each step's forward and loss under bfloat16 autocast (accelerate's mixed_precision values; "
+        "weights, gradients, optimiser and EMA stay float32); auto: bf16 where the hardware computes it natively (a "
+        "CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else no")
     log_every: int = Field(10, ge=1)
     seed: int = 0
 
@@ -182,7 +186,7 @@ class BackboneStageConfig(Section):
     """Stage `backbone`. Shapes: train the tiny text-to-image model, then check its samples
     with the world's detector; full: record the pretrained SD 1.5 it resolves to."""
 
-    train: TrainConfig = TrainConfig(steps=2000, lr=1e-3, warmup_steps=100, checkpoint_every=500, log_every=25, ema_decay=0.998)
+    train: TrainConfig = TrainConfig(steps=2000, lr=1e-3, warmup_steps=100, checkpoint_every=500, log_every=25, ema_decay=0.998, mixed_precision="auto")
     batch_size: int = Field(32, ge=1)
     eval_samples: int = Field(64, ge=1, description="held-out captions sampled and scored by the detector")
     eval_steps: int = Field(24, ge=1, description="DDIM steps for the check's samples")
@@ -195,7 +199,7 @@ class EditAdapterStageConfig(Section):
     check it per task against the ground-truth edits (full: resolve a pretrained ControlNet)."""
 
     pretrained: str = Field("", description="full profile: hub id or local directory of a ControlNetModel (e.g. an instruct-pix2pix ControlNet)")
-    train: TrainConfig = TrainConfig(steps=1500, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998)
+    train: TrainConfig = TrainConfig(steps=1500, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998, mixed_precision="auto")
     batch_size: int = Field(32, ge=1)
     conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
     text_dropout: float = Field(0.1, ge=0, lt=1, description="share of pairs trained with both texts empty (enables classifier-free guidance)")
@@ -210,7 +214,7 @@ class VideoAdapterStageConfig(Section):
     conditioned on the first frame, and check temporal consistency (full: resolve AnimateDiff)."""
 
     pretrained: str = Field("guoyww/animatediff-motion-adapter-v1-5-2", description="full profile: MotionAdapter hub id or local directory")
-    train: TrainConfig = TrainConfig(steps=800, lr=1e-3, warmup_steps=50, checkpoint_every=200, log_every=20, ema_decay=0.99)
+    train: TrainConfig = TrainConfig(steps=800, lr=1e-3, warmup_steps=50, checkpoint_every=200, log_every=20, ema_decay=0.99, mixed_precision="auto")
     batch_size: int = Field(4, ge=1, description="clips per step")
     heads: int = Field(2, ge=1, description="attention heads of each temporal layer")
     eval_clips: int = Field(32, ge=1, description="held-out clips sampled by the check")
@@ -225,7 +229,11 @@ class LorasStageConfig(Section):
     concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="Shapes: reserved subjects and styles, one LoRA each")
     pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft layout)")
     rank: int = Field(8, ge=1)
-    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20)
+    target_modules: tuple[str, ...] = Field(
+        ("to_q", "to_k", "to_v", "to_out.0"),
+        description="UNet layers (name suffixes, peft's target_modules) the LoRA adapts: attention projections; a "
+        "style that changes every pixel also needs the resnets' convolutions (conv1, conv2)")
+    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20, mixed_precision="auto")
     batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
     eval_samples: int = Field(64, ge=1, description="samples per condition in the check")

@@ -521,17 +521,6 @@ def make_model(cfg: TinyLlamaConfig, vocab_size: int):
     return LlamaForCausalLM(config).float()
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (~1.4x faster training here); elsewhere
-    autocast would emulate it, slower than float32."""
-    import torch
-
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private helpers moved: stay in float32
-        return False
-
-
 def _lr_at(step: int, cfg: TinyLlamaConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -567,6 +556,8 @@ def train_tiny_llama(
 def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Path, progress: bool) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
+
+    from ..train.loop import native_bf16
 
     bf16 = native_bf16() if cfg.bf16 is None else cfg.bf16
     rng = np.random.default_rng(cfg.seed)

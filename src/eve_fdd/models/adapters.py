@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,15 +105,16 @@ def motion_parameters(model: Any) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if "motion_modules" in n]
 
 
-def add_lora(model: Any, name: str, rank: int = 4, alpha: float | None = None) -> Any:
-    """A peft LoRA adapter called `name` on the attention projections of the backbone's
-    layers (`UNet2DConditionModel` or the spatial part of a `UNetMotionModel`), never on the
-    motion modules. Afterwards only LoRA weights require gradients."""
+def add_lora(model: Any, name: str, rank: int = 4, alpha: float | None = None, targets: Sequence[str] = LORA_TARGETS) -> Any:
+    """A peft LoRA adapter called `name` on the backbone's layers named by `targets` (by
+    default the attention projections) of a `UNet2DConditionModel` or the spatial part of a
+    `UNetMotionModel`, never on the motion modules. Afterwards only LoRA weights require
+    gradients."""
     from peft import LoraConfig
 
     has_motion = any("motion_modules" in n for n, _ in model.named_modules())
     config = LoraConfig(
-        r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS,
+        r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=list(targets),
         exclude_modules=r".*motion_modules.*" if has_motion else None,  # peft warns when it excludes nothing
     )
     model.add_adapter(config, adapter_name=name)

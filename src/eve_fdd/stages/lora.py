@@ -61,7 +61,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     checkpoints = checkpoints or Path("data/checkpoints/loras") / concept
     backbone_path = trained_path(backbone_dir)
     backbone = build_backbone(cfg, backbone_path).freeze()
-    add_lora(backbone.unet, concept, rank=lo.rank)
+    add_lora(backbone.unet, concept, rank=lo.rank, targets=lo.target_modules)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
 
