@@ -81,7 +81,7 @@ class LlmConfig(Section):
     top_p: float = Field(0.95, gt=0, le=1)
     repeat_penalty: float = Field(1.0, gt=0, description="1.0 = off; llama-cpp-python's default 1.1 punishes copying the caption")
     max_tokens: int = Field(192, ge=8, description="longest answer, tokens")
-    train_conversations: int = Field(3000, ge=1, description="Shapes: conversations the small model is trained on")
+    train_conversations: int = Field(12000, ge=1, description="Shapes: conversations the small model is trained on")
     tiny: TinyLlamaConfig = TinyLlamaConfig()
 
 
