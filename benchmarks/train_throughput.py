@@ -40,7 +40,7 @@ from eve_fdd.stages import edit_pairs as s_pairs
 from eve_fdd.stages import lora as s_lora
 from eve_fdd.stages import video_adapter as s_video
 from eve_fdd.train import edit_adapter as te
-from eve_fdd.train.loop import Objective, resolve_precision, train, trainable
+from eve_fdd.train.loop import Objective, bf16_autocast, resolve_precision, train, trainable
 
 PAIRS = Path("data/edit_pairs/pairs.parquet")
 
@@ -87,7 +87,7 @@ def time_compute(obj: Objective, batches: list, train_cfg) -> float:
     bf16 = resolve_precision(train_cfg.mixed_precision) == "bf16"
     start = time.perf_counter()
     for i, batch in enumerate(batches):
-        with torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(bf16):
             loss = obj.loss(batch, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -119,6 +119,12 @@ def resolve_precision(mixed_precision: str) -> str:
     return "bf16" if native_bf16() else "no"
 
 
+def bf16_autocast(enabled: bool) -> Any:
+    """bfloat16 autocast on the device training runs on (CUDA when there is one, as
+    accelerate picks it), or a no-op when not `enabled`."""
+    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = sorted((out_dir / "checkpoints").glob("step-*[0-9]"))
     return found[-1] if found else None
@@ -150,10 +156,6 @@ def train(
     # bf16 autocast by hand, not Accelerator(mixed_precision=...): accelerate's state is one per
     # process and refuses a second setting, and one process may train several models (tests, FDD)
     bf16 = resolve_precision(cfg.mixed_precision) == "bf16"
-
-    def autocast() -> Any:
-        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=bf16)
-
     if cfg.gradient_checkpointing:
         for module in modules.values():
             if hasattr(module, "enable_gradient_checkpointing"):
@@ -189,7 +191,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        with autocast():
+        with bf16_autocast(bf16):
             loss, logs = step_fn(step, gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
@@ -200,7 +202,7 @@ def train(
         if ema is not None:
             ema.step(list(params.values()))
         if critic is not None and critic.active(step):
-            with autocast():
+            with bf16_autocast(bf16):
                 critic_loss, critic_logs = critic.step_fn(step, gen)
             if not torch.isfinite(critic_loss):
                 raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
