@@ -16,6 +16,7 @@ from eve_fdd.llm.tiny import (
     TinyLlamaConfig,
     block_loss,
     build_vocab,
+    common_prefix,
     corpus_words,
     encode_pairs,
     export_gguf,
@@ -241,7 +242,35 @@ def test_plan_epoch_covers_each_conversation_once_and_shares_prefixes(random_mod
             prefixes = {tuple(data[i].ids[: block.shared]) for i in block.items}
             assert len(prefixes) == 1  # every conversation of a block starts with its shared tokens
     assert any(block.shared > 0 for step in steps for block in step)
-    assert all(block.shared == 0 for step in steps for block in step if block.items[0] >= 24)  # the lone prompts
+    lone = [block for step in steps for block in step if block.items[0] >= 24]  # own few-shot turns each
+    system = len(vocab_tokens(path, SYSTEM))
+    for block in lone:  # they share the system prompt: run once, up to (not into) the first answer
+        assert block.shared == common_prefix(data, block.items, cfg.loss_on_examples) > system
+        assert all(t == -100 for i in block.items for t in data[i].targets(True)[: block.shared])
+
+
+def vocab_tokens(path, text: str) -> list[int]:
+    tok = load_llama(path, n_ctx=64, vocab_only=True)
+    try:
+        return tok.tokenize(text.encode(), add_bos=False, special=False)
+    finally:
+        tok.close()
+
+
+def test_a_block_of_different_prompts_shares_their_common_prefix_with_the_same_loss(random_model):
+    model, vocab, path = random_model
+    tok = load_llama(path, n_ctx=64, vocab_only=True)
+    data = encode_pairs(tok, PAIRS[:3], LLAMA2_CHAT_TEMPLATE)  # the same system prompt, different few-shot turns
+    tok.close()
+    for examples in (False, True):
+        shared = common_prefix(data, (0, 1, 2), examples)
+        first = min(e.spans[0][0] if examples else e.n_prompt for e in data)
+        assert 0 < shared < first and len({tuple(e.ids[:shared]) for e in data}) == 1
+        assert len({tuple(e.ids[: shared + 1]) for e in data}) > 1 or shared == first - 1  # as long as it can be
+        total, count = block_loss(model, data, Block(shared, (0, 1, 2)), vocab.eos_id, examples)
+        alone = [block_loss(model, data, Block(0, (i,)), vocab.eos_id, examples) for i in range(3)]
+        assert count == sum(c for _, c in alone)  # nothing counted once for the block: no target in the prefix
+        assert torch.allclose(total, sum(t for t, _ in alone), rtol=1e-4)
 
 
 def test_block_loss_with_a_shared_prefix_equals_the_loss_on_full_sequences(random_model):
