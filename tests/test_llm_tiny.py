@@ -232,6 +232,7 @@ def test_plan_epoch_covers_each_conversation_once_and_shares_prefixes(random_mod
     tok = load_llama(path, n_ctx=64, vocab_only=True)
     pairs = _same_prompt_pairs(12) + _same_prompt_pairs(12, shot=11) + PAIRS[10:15]  # own few-shot turns each
     data = encode_pairs(tok, pairs, LLAMA2_CHAT_TEMPLATE)
+    system = len(tok.tokenize(SYSTEM.encode(), add_bos=False, special=False))
     tok.close()
     cfg = SMALL.model_copy(update={"batch_size": 4, "prompt_groups": 2})
     steps = plan_epoch(data, cfg, np.random.default_rng(1))
@@ -243,18 +244,9 @@ def test_plan_epoch_covers_each_conversation_once_and_shares_prefixes(random_mod
             assert len(prefixes) == 1  # every conversation of a block starts with its shared tokens
     assert any(block.shared > 0 for step in steps for block in step)
     lone = [block for step in steps for block in step if block.items[0] >= 24]  # own few-shot turns each
-    system = len(vocab_tokens(path, SYSTEM))
     for block in lone:  # they share the system prompt: run once, up to (not into) the first answer
         assert block.shared == common_prefix(data, block.items, cfg.loss_on_examples) > system
         assert all(t == -100 for i in block.items for t in data[i].targets(True)[: block.shared])
-
-
-def vocab_tokens(path, text: str) -> list[int]:
-    tok = load_llama(path, n_ctx=64, vocab_only=True)
-    try:
-        return tok.tokenize(text.encode(), add_bos=False, special=False)
-    finally:
-        tok.close()
 
 
 def test_a_block_of_different_prompts_shares_their_common_prefix_with_the_same_loss(random_model):
@@ -264,9 +256,10 @@ def test_a_block_of_different_prompts_shares_their_common_prefix_with_the_same_l
     tok.close()
     for examples in (False, True):
         shared = common_prefix(data, (0, 1, 2), examples)
-        first = min(e.spans[0][0] if examples else e.n_prompt for e in data)
+        first = min(e.spans[0][0] if examples else e.n_prompt for e in data)  # first learned token
         assert 0 < shared < first and len({tuple(e.ids[:shared]) for e in data}) == 1
         assert len({tuple(e.ids[: shared + 1]) for e in data}) > 1 or shared == first - 1  # as long as it can be
+        assert shared <= min(e.first_target(examples) for e in data)
         total, count = block_loss(model, data, Block(shared, (0, 1, 2)), vocab.eos_id, examples)
         alone = [block_loss(model, data, Block(0, (i,)), vocab.eos_id, examples) for i in range(3)]
         assert count == sum(c for _, c in alone)  # nothing counted once for the block: no target in the prefix

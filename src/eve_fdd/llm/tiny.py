@@ -346,6 +346,10 @@ class Encoded:
                 y[start - 1 : end - 1] = self.ids[start:end]
         return y
 
+    def first_target(self, examples: bool) -> int:
+        """Position of the first target `targets(examples)` sets (spans come before the answer)."""
+        return (self.spans[0][0] if examples and self.spans else self.n_prompt) - 1
+
 
 def encode_pairs(llm: Any, pairs: Sequence[tuple[Messages, str]], chat_template: str) -> list[Encoded]:
     """Token ids as llama-cpp-python will feed them at generation: the rendered prompt
@@ -433,8 +437,8 @@ def plan_epoch(data: Sequence[Encoded], cfg: "TinyLlamaConfig", rng: np.random.G
     per_group = max(1, cfg.batch_size // cfg.prompt_groups)
     lengths = np.array([len(e.ids) for e in data])
     alone = [i for members in groups.values() if len(members) < 2 * per_group for i in members]
-    lone = _length_batches(lengths, np.array(alone, dtype=int), cfg.batch_size, rng)
-    steps = [[Block(common_prefix(data, b, cfg.loss_on_examples), tuple(b))] for b in lone]
+    batches = _length_batches(lengths, np.array(alone, dtype=int), cfg.batch_size, rng)
+    steps = [[Block(common_prefix(data, b, cfg.loss_on_examples), tuple(b))] for b in batches]
     chunks = []
     for key, members in groups.items():
         if len(members) >= 2 * per_group:
@@ -450,8 +454,7 @@ def common_prefix(data: Sequence[Encoded], items: Sequence[int], examples: bool)
     few-shot answer), so the prefix holds no targets and the block's loss is exactly the sum
     of its conversations' losses; at least two tokens of each stay its own."""
     seqs = [data[i].ids for i in items]
-    firsts = [data[i].spans[0][0] if examples and data[i].spans else data[i].n_prompt for i in items]
-    limit = min(min(len(s) - 2 for s in seqs), min(firsts) - 1)
+    limit = min(min(len(s) - 2 for s in seqs), min(data[i].first_target(examples) for i in items))
     n = 0
     while n < limit and all(s[n] == seqs[0][n] for s in seqs):
         n += 1
