@@ -33,6 +33,10 @@ from eve_fdd.config import FDD_VARIANTS, ConfigError, load_config
 
 PARAMS = "params.yaml"
 TAIL = 40  # lines of a failed command's output put in the error
+# Every DVC command of these flows waits for the repository lock instead of failing after DVC's
+# default 3 s: two ablations started together both take it while `dvc exp run --temp` stashes the
+# params and makes its copy, which can take longer than that on a loaded machine ("Unable to acquire lock").
+DVC = ("dvc", "--wait-for-lock")
 ERROR_LINE = re.compile(r"^(?:[\w.]*(?:Error|Exception|Failed)\b.*:|ERROR:)")
 
 
@@ -58,7 +62,7 @@ def _set_args(overrides: dict[str, Any]) -> list[str]:
 def missing_results() -> list[str]:
     """Directory outputs in the workspace's dvc.lock whose data is not in the DVC cache (a fresh
     clone: the lock records results this machine never made), from `dvc data status`."""
-    proc = subprocess.run(["dvc", "data", "status", "--json"], capture_output=True, text=True)
+    proc = subprocess.run([*DVC, "data", "status", "--json"], capture_output=True, text=True)
     if proc.returncode:
         raise ExperimentFailed(f"dvc data status failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return [p for p in json.loads(proc.stdout or "{}").get("not_in_cache", []) if p.endswith("/")]
@@ -77,7 +81,7 @@ def exp_run_command(name: str, overrides: dict[str, Any]) -> list[str]:
         print(f"warning: {len(missing)} results of dvc.lock are not in the DVC cache (e.g. {missing[0]}; a fresh clone?): "
               "experiment runs every stage (dvc exp run -f), reusing nothing; run `make repro` once to let ablations "
               "reuse the teachers")
-    return ["dvc", "exp", "run", "--temp", *(["-f"] if missing else []), "-n", name, *_set_args(overrides)]
+    return [*DVC, "exp", "run", "--temp", *(["-f"] if missing else []), "-n", name, *_set_args(overrides)]
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -116,7 +120,7 @@ def find_experiment(shown: Any, name: str) -> dict[str, Any] | None:
 
 def experiment_metrics(name: str, variant: str, baseline: str) -> dict[str, float]:
     """The variant's metrics in experiment `name`, run on commit `baseline`."""
-    shown = json.loads(subprocess.run(["dvc", "exp", "show", "--rev", baseline, "--json"], capture_output=True, text=True,
+    shown = json.loads(subprocess.run([*DVC, "exp", "show", "--rev", baseline, "--json"], capture_output=True, text=True,
                                       check=True).stdout)
     data = find_experiment(shown, name)
     if data is None:
@@ -146,7 +150,7 @@ def run_experiment(name: str, variant: str, overrides: dict[str, Any]) -> dict[s
         except ExperimentFailed:
             # DVC keeps a failed --temp experiment (without the failed stage's outputs): drop it, so
             # `dvc exp show` lists only results and the ablation can be re-run under its name
-            subprocess.run(["dvc", "exp", "remove", name], capture_output=True, text=True)
+            subprocess.run([*DVC, "exp", "remove", name], capture_output=True, text=True)
             raise
         metrics = experiment_metrics(name, variant, baseline)
         parent.log_metrics(metrics)
@@ -198,5 +202,5 @@ def reproduce(targets: list[str] | None = None) -> dict[str, str]:
     """`dvc repro` (of `targets`, or everything) in the workspace."""
     cfg = load_config(PARAMS)
     with tracking.parent_run(cfg, "reproduce", tags={"kind": "reproduce", "prefect.flow_run_id": str(flow_run.id or "")}) as parent:
-        _run(["dvc", "repro", *(targets or [])], _env(parent.id), "dvc repro")
-    return {"status": subprocess.run(["dvc", "status"], capture_output=True, text=True).stdout.strip()}
+        _run([*DVC, "repro", *(targets or [])], _env(parent.id), "dvc repro")
+    return {"status": subprocess.run([*DVC, "status"], capture_output=True, text=True).stdout.strip()}

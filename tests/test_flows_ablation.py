@@ -73,6 +73,40 @@ stages:
 """
 
 
+def _pipeline(src):
+    """A committed git + DVC project with STAGES, reproduced once."""
+    src.mkdir()
+    (src / "params.yaml").write_text("p: 1\nq: 1\nr: 1\n")
+    (src / "dvc.yaml").write_text(STAGES)
+    (src / "z.py").write_text("open('z.txt', 'w').write('z')\n")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
+                ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
+        sh(cmd, src)
+    return src
+
+
+def test_an_ablation_waits_while_another_dvc_process_holds_the_repository_lock(tmp_path, monkeypatch):
+    """Two ablations started together both take DVC's repository lock while `dvc exp run --temp`
+    makes its copy; DVC gives up after 3 s by default ("Unable to acquire lock"), so a loaded
+    machine failed one of them. The lock is held here for 6 s: the ablation waits, then runs."""
+    import os
+    import subprocess
+    import sys
+
+    src = _pipeline(tmp_path / "src")
+    monkeypatch.chdir(src)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, zc.lockfile\n"
+                               "lock = zc.lockfile.LockFile('.dvc/tmp/lock'); print('held', flush=True); time.sleep(6)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ablation._run(ablation.exp_run_command("while-locked", {"r": 5}), dict(os.environ), "while-locked")
+    finally:
+        holder.wait(timeout=30)
+    assert (src / ".dvc/tmp/lock").exists() and ablation.missing_results() == []
+
+
 def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_path, monkeypatch):
     """A fresh clone's dvc.lock names directories its DVC cache lacks (`a/`); in DVC 3.67 an
     experiment that restores from the run cache the stage making such a directory with other
@@ -83,15 +117,7 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
     import json
     import os
 
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "params.yaml").write_text("p: 1\nq: 1\nr: 1\n")
-    (src / "dvc.yaml").write_text(STAGES)
-    (src / "z.py").write_text("open('z.txt', 'w').write('z')\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
-                ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"], ["dvc", "repro", "-q"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "pipeline"]):
-        sh(cmd, src)
+    src = _pipeline(tmp_path / "src")
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(src), str(clone)], tmp_path)
     for cmd in (["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"]):

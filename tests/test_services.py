@@ -121,13 +121,21 @@ def _experiments(dest, env) -> dict[str, dict]:
     return {n: find_experiment(shown, n) for n in names if n.startswith("no-align")}
 
 
+def _failure_messages(env) -> list[str]:
+    """The state messages of the server's failed flow runs (they end with the failing command's output)."""
+    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}}).encode())
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return [(run.get("state") or {}).get("message") or "" for run in json.loads(r.read())]
+
+
 def test_two_ablations_at_once_finish_with_their_own_results(served):
     dest, env, _ = served
     runs = [subprocess.Popen(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param", f"seed={s}",
                               "--watch"], cwd=dest, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in (0, 1)]
     outs = [r.communicate(timeout=1500)[0] for r in runs]
-    for r, out in zip(runs, outs):
-        assert r.returncode == 0, out[-3000:]  # `--watch` exits 0 only when the flow run is COMPLETED
+    if any(r.returncode for r in runs):  # `--watch` exits 0 only when the flow run is COMPLETED; its output does not say why not
+        pytest.fail("\n".join(out[-2000:] for out in outs) + "\nfailed flow runs:\n" + "\n".join(m[-3000:] for m in _failure_messages(env)))
     exps = _experiments(dest, env)
     by_seed = {}
     for name, data in exps.items():
@@ -157,10 +165,7 @@ def test_a_failing_stage_fails_the_run_with_its_message_and_leaves_the_workspace
     bad = sh(["prefect", "deployment", "run", "ablation/ablation", "--param", "variant=no_align", "--param",
               'params={"evaluate.baselines": ["sdedit_high"]}', "--watch"], dest, env, check=False, timeout=1500)
     assert bad.returncode != 0
-    request = urllib.request.Request(f"{env['PREFECT_API_URL']}/flow_runs/filter", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"flow_runs": {"state": {"type": {"any_": ["FAILED"]}}}}).encode())
-    with urllib.request.urlopen(request, timeout=30) as r:
-        messages = [(run.get("state") or {}).get("message") or "" for run in json.loads(r.read())]
+    messages = _failure_messages(env)
     assert any("sdedit_<NN>" in m for m in messages), messages
     assert sh(["git", "status", "--porcelain"], dest, env).stdout.strip() == ""
     assert set(_experiments(dest, env)) == before  # nothing half-saved; the next ablations run as usual (the sweep's test)
@@ -171,7 +176,7 @@ def test_a_sweep_runs_its_ablations_within_the_limit(served):
     before = set(_experiments(dest, env))
     out = sh(["prefect", "deployment", "run", "sweep/sweep", "--param", 'variants=["no_align"]', "--param", "seeds=[3, 4]",
               "--param", "limit=2", "--watch"], dest, env, check=False, timeout=1500)
-    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + "\nfailed flow runs:\n" + "\n".join(m[-3000:] for m in _failure_messages(env))
     new = {n: d for n, d in _experiments(dest, env).items() if n not in before}
     assert sorted(d["params"]["params.yaml"]["data"]["fdd"]["seed"] for d in new.values()) == [3, 4]
 
