@@ -72,6 +72,23 @@ def test_conversions_are_differentiable(scheduler):
     assert out.grad is not None and out.grad.abs().sum() > 0
 
 
+def test_min_snr_weights_cap_the_clean_timesteps_and_keep_the_loss_scale(scheduler):
+    v = NoiseSchedule.from_scheduler(scheduler)
+    t = torch.tensor([0, 50, 300, 600, 999])
+    a = scheduler.alphas_cumprod[t].double()
+    snr = a / (1 - a).clamp(min=1e-12)
+    w = v.min_snr_weights(t, 5.0)
+    assert w.shape == (5,) and w.dtype == torch.float32 and torch.isclose(w.mean(), torch.tensor(1.0))
+    assert w[-1] == 0  # zero terminal SNR: nothing to learn about x0 there
+    # in x0 terms the v-loss weights SNR + 1; with Min-SNR it is min(SNR, gamma), up to the batch normalisation
+    x0_weight = w.double() * (snr + 1)
+    expected = snr.clamp(max=5.0)
+    assert torch.allclose(x0_weight / x0_weight[2], expected / expected[2], rtol=1e-4)
+    assert snr[0] > 5 and snr[2] < 5 and w[0] < w[2]  # the nearly clean step no longer dominates
+    eps = NoiseSchedule(make_scheduler(DiffusionConfig(prediction_type="epsilon", zero_terminal_snr=False)).alphas_cumprod, "epsilon")
+    assert torch.allclose(eps.min_snr_weights(torch.tensor([0, 500, 999]), 1e9), torch.ones(3))  # gamma above every SNR: plain MSE
+
+
 def test_kbin_draws_one_step_from_each_bin():
     inference = torch.arange(23, -1, -1) * 40 + 39  # 24 descending steps
     gen = torch.Generator().manual_seed(0)

@@ -30,6 +30,23 @@ def test_batches_are_renders_of_captioned_scenes_from_their_own_stream():
     assert again == captions and held != captions
 
 
+def test_min_snr_weighting_reweights_the_per_sample_loss():
+    from eve_fdd.diffusion import NoiseSchedule, make_scheduler
+    from eve_fdd.models.backbone import tiny_backbone
+
+    model = tiny_backbone(CFG.models.backbone.tiny, 32, 0)
+    x0, captions, _ = tb.batch(CFG.world, 0, BACKBONE_TRAIN_STREAM, range(4))
+    v = NoiseSchedule.from_scheduler(make_scheduler(CFG.diffusion))
+
+    def loss(schedule, gamma):
+        return tb.v_loss(model, schedule, x0, captions, torch.Generator().manual_seed(3), 0.0, gamma)
+
+    plain, weighted = loss(v, None), loss(v, 5.0)
+    assert torch.isfinite(weighted) and not torch.isclose(plain, weighted)
+    ones = NoiseSchedule(v.alphas_cumprod.clamp(max=0.999), "epsilon")  # no zero-SNR step; every SNR below gamma
+    assert torch.isclose(loss(ones, None), loss(ones, 1e9), rtol=1e-5)  # weights all 1: the plain MSE
+
+
 def test_build_trains_saves_and_checks(tmp_path):
     cut = CFG.model_copy(update={"backbone": CFG.backbone.model_copy(update={"train": CFG.backbone.train.model_copy(update={"steps": 2})})})
     first = backbone.build(cut, tmp_path / "out", tmp_path / "ckpt", progress=False)

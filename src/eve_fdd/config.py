@@ -192,6 +192,7 @@ class BackboneStageConfig(Section):
     eval_steps: int = Field(24, ge=1, description="DDIM steps for the check's samples")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="share of training captions replaced by the empty one (enables classifier-free guidance)")
     guidance_scale: float = Field(3.0, ge=1, description="classifier-free guidance of the check's samples; 1 = off")
+    min_snr_gamma: float | None = Field(5.0, gt=0, description="Min-SNR-gamma loss weighting (Hang et al. 2023); null = every timestep weighted alike")
 
 
 class EditAdapterStageConfig(Section):

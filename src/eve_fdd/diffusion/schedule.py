@@ -91,6 +91,25 @@ class NoiseSchedule:
             return self.velocity(x0, noise, t)
         return noise if self.prediction_type == "epsilon" else x0
 
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weights (Hang et al., 2023, "Efficient Diffusion Training via
+        Min-SNR Weighting Strategy") for a batch of timesteps, for this prediction type's MSE:
+        min(SNR, gamma) / (SNR + 1) for v, / SNR for epsilon, itself for x0. They cap the weight
+        of nearly clean timesteps, which otherwise dominate the loss while the global layout
+        (where and what the shapes are) is learned at the noisy ones. Normalised to mean 1 over
+        the batch, so the loss keeps the unweighted scale. A zero-SNR timestep gets weight 0 (it
+        carries no information about x0 beyond the mean)."""
+        a = self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).reshape(-1)]
+        snr = a / (1 - a).clamp(min=1e-12)
+        capped = snr.clamp(max=gamma)
+        if self.prediction_type == "v_prediction":
+            w = capped / (snr + 1)
+        elif self.prediction_type == "epsilon":
+            w = capped / snr.clamp(min=1e-12)
+        else:
+            w = capped
+        return (w / w.mean().clamp(min=1e-12)).float()
+
     def split(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x0, eps) predicted by a model output at x_t; differentiable in both."""
         alpha, sigma = self.coefficients(t, x_t)

@@ -38,7 +38,7 @@ def objective(cfg: Config, backbone, schedule: NoiseSchedule) -> Objective:
         return x0, captions
 
     return Objective({"unet": backbone.unet, "text_encoder": backbone.text_encoder}, batch,
-                     lambda data, g: tb.v_loss(backbone, schedule, data[0], data[1], g, b.caption_dropout), b.batch_size)
+                     lambda data, g: tb.v_loss(backbone, schedule, data[0], data[1], g, b.caption_dropout, b.min_snr_gamma), b.batch_size)
 
 
 def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,

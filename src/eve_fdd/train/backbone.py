@@ -45,9 +45,10 @@ def batch(world: Any, seed: int, stream: int, indices: range, generator: np.rand
 
 
 def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captions: list[str], generator: torch.Generator,
-           caption_dropout: float = 0.0) -> torch.Tensor:
-    """The diffusion loss at uniform random t: MSE to the schedule's target (v). A share
-    `caption_dropout` of captions is replaced by "" so the model also learns the
+           caption_dropout: float = 0.0, min_snr_gamma: float | None = None) -> torch.Tensor:
+    """The diffusion loss at uniform random t: MSE to the schedule's target (v), each sample
+    weighted by Min-SNR-gamma when `min_snr_gamma` is set (NoiseSchedule.min_snr_weights). A
+    share `caption_dropout` of captions is replaced by "" so the model also learns the
     unconditional prediction that classifier-free guidance needs."""
     drop = torch.rand(len(captions), generator=generator) < caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
@@ -55,7 +56,10 @@ def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captio
     noise = torch.randn(x0.shape, generator=generator)
     x_t = schedule.add_noise(x0, noise, t)
     out = backbone.unet(x_t, t, encoder_hidden_states=backbone.encode_text(captions)).sample
-    return torch.nn.functional.mse_loss(out, schedule.target(x0, noise, t))
+    if min_snr_gamma is None:
+        return torch.nn.functional.mse_loss(out, schedule.target(x0, noise, t))
+    per_sample = ((out.float() - schedule.target(x0, noise, t).float()) ** 2).flatten(1).mean(1)
+    return (schedule.min_snr_weights(t, min_snr_gamma).to(per_sample.device) * per_sample).mean()
 
 
 @torch.no_grad()
