@@ -21,8 +21,10 @@ import os
 import re
 import subprocess
 from collections import deque
+from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -60,12 +62,25 @@ def _set_args(overrides: dict[str, Any]) -> list[str]:
 
 
 def missing_results() -> list[str]:
-    """Directory outputs in the workspace's dvc.lock whose data is not in the DVC cache (a fresh
-    clone: the lock records results this machine never made), from `dvc data status`."""
-    proc = subprocess.run([*DVC, "data", "status", "--json"], capture_output=True, text=True)
-    if proc.returncode:
-        raise ExperimentFailed(f"dvc data status failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return [p for p in json.loads(proc.stdout or "{}").get("not_in_cache", []) if p.endswith("/")]
+    """Directory outputs in the committed dvc.lock (git HEAD, the experiments' baseline) whose
+    listing (`<md5>.dir`) is not in the DVC cache: a fresh clone, whose lock records results this
+    machine never made. Read from HEAD and the cache, not from the workspace: another ablation's
+    `dvc exp run --temp` briefly writes its `-S` values into the workspace's params.yaml while it
+    stashes them, and `dvc data status` run then saw that variant's results as missing."""
+    shown = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True)
+    if shown.returncode:
+        return []  # nothing committed yet: nothing to restore
+    cache = subprocess.run([*DVC, "cache", "dir"], capture_output=True, text=True)
+    if cache.returncode:
+        raise ExperimentFailed(f"dvc cache dir failed (exit {cache.returncode}): {cache.stderr.strip()[-2000:]}")
+    files = Path(cache.stdout.strip()) / "files" / "md5"
+    missing = []
+    for stage in (yaml.safe_load(shown.stdout) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            md5 = str(out.get("md5", ""))
+            if md5.endswith(".dir") and not (files / md5[:2] / md5[2:]).is_file():
+                missing.append(out["path"].rstrip("/") + "/")
+    return missing
 
 
 def exp_run_command(name: str, overrides: dict[str, Any]) -> list[str]:

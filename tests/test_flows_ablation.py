@@ -134,6 +134,16 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
 
     sh(["dvc", "repro", "-q"], clone)
     assert ablation.missing_results() == []
+    # what another ablation's `dvc exp run --temp` leaves in the workspace for a moment (its -S values)
+    # is not the baseline: the committed lock and the cache are, so the answer stays the same
+    import yaml
+
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    lock["stages"]["a"]["outs"][0]["md5"] = "0123456789abcdef0123456789abcdef.dir"  # a listing the cache lacks
+    (clone / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (clone / "params.yaml").write_text("p: 7\nq: 1\nr: 1\n")
+    assert ablation.missing_results() == []
+    sh(["git", "checkout", "--", "dvc.lock", "params.yaml"], clone)
     cmd = ablation.exp_run_command("third", {"p": 2, "r": 4})
     assert "-f" not in cmd
     ablation._run(cmd, dict(os.environ), "third")
