@@ -21,10 +21,8 @@ import os
 import re
 import subprocess
 from collections import deque
-from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
@@ -62,24 +60,20 @@ def _set_args(overrides: dict[str, Any]) -> list[str]:
 
 
 def missing_results() -> list[str]:
-    """Directory outputs in the committed dvc.lock (git HEAD, the experiments' baseline) whose
-    listing (`<md5>.dir`) is not in the DVC cache: a fresh clone, whose lock records results this
-    machine never made. Read from HEAD and the cache, not from the workspace: another ablation's
-    `dvc exp run --temp` briefly writes its `-S` values into the workspace's params.yaml while it
-    stashes them, and `dvc data status` run then saw that variant's results as missing."""
-    shown = subprocess.run(["git", "show", "HEAD:dvc.lock"], capture_output=True, text=True)
-    if shown.returncode:
-        return []  # nothing committed yet: nothing to restore
-    cache = subprocess.run([*DVC, "cache", "dir"], capture_output=True, text=True)
-    if cache.returncode:
-        raise ExperimentFailed(f"dvc cache dir failed (exit {cache.returncode}): {cache.stderr.strip()[-2000:]}")
-    files = Path(cache.stdout.strip()) / "files" / "md5"
+    """Directory outputs of the committed pipeline (git HEAD, the experiments' baseline: its
+    dvc.yaml, params and dvc.lock) whose listing is not in the DVC cache: a fresh clone, whose
+    lock records results this machine never made. Read through DVC from HEAD, not from the
+    workspace: another ablation's `dvc exp run --temp` briefly writes its `-S` values into the
+    workspace's params.yaml while it stashes them, and `dvc data status` run then saw that
+    variant's results as missing."""
+    from dvc.repo import Repo
+
+    repo = Repo(".")
     missing = []
-    for stage in (yaml.safe_load(shown.stdout) or {}).get("stages", {}).values():
-        for out in stage.get("outs", []):
-            md5 = str(out.get("md5", ""))
-            if md5.endswith(".dir") and not (files / md5[:2] / md5[2:]).is_file():
-                missing.append(out["path"].rstrip("/") + "/")
+    for _ in repo.brancher(revs=["HEAD"], workspace=False):  # repo.index is HEAD's inside the loop
+        for out in repo.index.outs:
+            if out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
+                missing.append(str(out.def_path).rstrip("/") + "/")
     return missing
 
 
