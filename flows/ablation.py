@@ -68,12 +68,12 @@ def missing_results() -> list[str]:
     variant's results as missing."""
     from dvc.repo import Repo
 
-    repo = Repo(".")
     missing = []
-    for _ in repo.brancher(revs=["HEAD"], workspace=False):  # repo.index is HEAD's inside the loop
-        for out in repo.index.outs:
-            if out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
-                missing.append(str(out.def_path).rstrip("/") + "/")
+    with Repo(".") as repo:  # closed after: it holds DVC's state database open
+        for _ in repo.brancher(revs=["HEAD"], workspace=False):  # repo.index is HEAD's inside the loop
+            for out in repo.index.outs:
+                if out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
+                    missing.append(str(out.def_path).rstrip("/") + "/")
     return missing
 
 
