@@ -66,3 +66,28 @@ def test_write_metrics_is_readable_json(tmp_path):
     path = tracking.write_metrics({"b": 2, "a": 1.5}, tmp_path / "m" / "x.json")
     assert json.loads(path.read_text()) == {"a": 1.5, "b": 2}
     assert path.stat().st_mode & 0o044  # others can read it (DVC, CI artefacts)
+
+
+def test_processes_that_open_a_new_store_at_once_all_log_to_one_experiment(tmp_path, root):
+    """Two ablations started together on a project without a store both create it: MLflow's
+    table migrations must not run twice at once ('duplicate column name'), nor the experiment
+    be created twice."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom eve_fdd import tracking\nfrom eve_fdd.config import parse_config\n"
+              "cfg = parse_config({'tracking': {'uri': sys.argv[1]}})\n"
+              "if sys.argv[3] == 'stage':\n"
+              "    with tracking.stage_run(cfg, 'videos', ('videos',), root=sys.argv[2]) as run:\n        print(run.id)\n"
+              "else:\n"
+              "    with tracking.parent_run(cfg, 'ablation', root=sys.argv[2]) as run:\n        print(run.id)\n")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by mlflow.set_tracking_uri in other tests
+    procs = [subprocess.Popen([sys.executable, "-c", script, uri, str(root), kind], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for kind in ("stage", "parent", "stage", "parent")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(err[-1500:] for _, err in outs)
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name == "eve-fdd-shapes"]
+    assert {r.info.run_id for r in client.search_runs([exp.experiment_id])} == {out.strip() for out, _ in outs}

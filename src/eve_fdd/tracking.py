@@ -15,11 +15,12 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
 from .config import Config
@@ -115,13 +116,25 @@ def experiment_name(cfg: Config) -> str:
     return f"{cfg.tracking.experiment_prefix}-{cfg.profile}"
 
 
+def _store_lock(uri: str) -> FileLock | nullcontext:
+    """A file lock beside a sqlite store (`<db>.lock`). The first client of a new store creates
+    its tables (MLflow's migrations) and two processes doing that at once fail ("duplicate
+    column name", "table ... already exists"), as two ablations started together on a project
+    with no store yet did; a server store (http) needs none."""
+    prefix = "sqlite:///"
+    return FileLock(uri[len(prefix):] + ".lock") if uri.startswith(prefix) else nullcontext()
+
+
 def _ensure_experiment(name: str, root: Path) -> str:
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = (root / "mlruns" / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    """The experiment's id, created (artifacts under `root/mlruns/<name>`) if it is new; under
+    the store's lock, so concurrent first runs make the store and the experiment once."""
+    with _store_lock(mlflow.get_tracking_uri()):
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = (root / "mlruns" / name).resolve().as_uri()
+        return client.create_experiment(name, artifact_location=artifacts)
 
 
 @contextmanager
@@ -179,8 +192,8 @@ def parent_run(cfg: Config, name: str, root: str | Path = ".", tags: Mapping[str
     UI shows them nested under it. Ends FINISHED, or FAILED if the body raises."""
     root = Path(root).resolve()
     mlflow.set_tracking_uri(store_uri(cfg, root))
+    exp_id = _ensure_experiment(experiment_name(cfg), root)  # first: a client opens (and may create) the store
     client = MlflowClient()
-    exp_id = _ensure_experiment(experiment_name(cfg), root)
     rev, dirty = git_revision(root)
     all_tags = {"kind": "orchestration", "profile": cfg.profile, "git.revision": rev, "git.dirty": str(dirty).lower(),
                 "mlflow.source.git.commit": rev, **run_tags(os.environ), **(tags or {})}
