@@ -160,6 +160,12 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     params["fdd"]["variants"] = []
     params["fdd_personal"]["concepts"] = []
     params["evaluate"]["baselines"] = []  # nothing to edit either; the stages' flow runs in tests/test_evaluate.py
+    # FDD and the evaluation at toy size, for the ablations that tests/test_services.py starts
+    params["diffusion"]["inference_steps"] = 4
+    params["fdd"].update(iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2, log_every=1, sample_every=2,
+                         eval_items=3, samples=0, lora_rank=2)
+    params["fdd"]["discriminator"].update(hidden_size=16, layers=2, heads=2, patch_size=8, feature_layers=[1, 2], head_width=16, head_heads=2)
+    params["evaluate"].update(items=3, samples=1, batch_size=4)
     if tweak is not None:
         tweak(params)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -172,3 +178,21 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
         sh(cmd, dest, env)
     return dest, env
+
+
+@pytest.fixture(scope="session")
+def smoke_repro(tmp_path_factory):
+    """One real `dvc repro` of a smoke project, shared by the end-to-end and the services tests
+    (it is the slowest step of `make test`). Returns (dest, env, output of the repro, pristine):
+    `dest` is the project the end-to-end tests check and then change; `pristine` is a copy made
+    right after the repro, before any test changed anything, without the MLflow store (whose
+    experiments name absolute artifact paths under `dest`) or DVC's temporary state."""
+    import shutil
+
+    dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("smoke") / "project")
+    proc = sh(["dvc", "repro"], dest, env)
+    pristine = tmp_path_factory.mktemp("smoke-pristine") / "project"
+    top = {"mlflow.db", "mlruns"}
+    shutil.copytree(dest, pristine, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if (Path(d) == dest and n in top) or (Path(d) == dest / ".dvc" and n == "tmp")])
+    return dest, env, proc.stdout + proc.stderr, pristine

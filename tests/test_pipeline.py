@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from eve_fdd.data import tables
 
-from conftest import sh, smoke_project
+from conftest import sh
 
 pytestmark = pytest.mark.e2e
 
@@ -20,13 +20,14 @@ def _run(cmd, cwd, env) -> str:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, request):
-    """A git checkout of the project's tracked files with smoke-size params."""
-    return smoke_project(Path(request.config.rootpath), tmp_path_factory.mktemp("e2e") / "project")
+def project(smoke_repro):
+    """A git checkout of the project's tracked files with smoke-size params, after `dvc repro`."""
+    dest, env, _, _ = smoke_repro
+    return dest, env
 
-def test_dvc_repro_runs_the_pipeline(project):
-    dest, env = project
-    out = _run(["dvc", "repro"], dest, env)
+
+def test_dvc_repro_runs_the_pipeline(smoke_repro):
+    dest, env, out, _ = smoke_repro
     for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter",
                   "video_adapter", "loras@star", "loras@cross", "loras@scanlines", "loras@sketch", "metric_models@clip",
                   "metric_models@xclip"):

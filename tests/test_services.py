@@ -3,7 +3,7 @@ project's deployments served by `python -m flows.serve`, deployment runs started
 `prefect` CLI as a user would, DVC experiments and MLflow runs checked; the MLflow UI loaded in
 headless Chromium. Every process started here is stopped here.
 
-The project is a smoke-size copy (tests/conftest.smoke_project) whose instruction table is
+The project is the smoke-size copy after its `dvc repro` (tests/conftest.smoke_repro) whose instruction table is
 written from the world's own edits (a 10-step Llama writes none), so FDD and the evaluation
 have data points; everything else is what the stages make.
 """
@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from eve_fdd.data import tables
 
-from conftest import ROOT, sh, smoke_project, world_instructions
+from conftest import ROOT, sh, world_instructions
 
 pytestmark = pytest.mark.services
 TASKS = ("remove", "local", "background")
@@ -47,20 +47,11 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _tiny_fdd(p: dict) -> None:
-    p["diffusion"]["inference_steps"] = 4
-    p["fdd"].update(iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2, log_every=1, sample_every=2,
-                    eval_items=3, samples=0, lora_rank=2)
-    p["fdd"]["discriminator"].update(hidden_size=16, layers=2, heads=2, patch_size=8, feature_layers=[1, 2], head_width=16, head_heads=2)
-    p["evaluate"].update(items=3, samples=1, batch_size=4)
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(smoke_repro):
     import yaml
 
-    dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("services") / "project", _tiny_fdd)
-    sh(["dvc", "repro"], dest, env)  # every stage but FDD's (no variant chosen yet) and the evaluation's
+    _, env, _, dest = smoke_repro  # after `dvc repro`: every stage but FDD's (no variant chosen yet) and the evaluation's
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     speed = yaml.safe_load((dest / "params.yaml").read_text())["world"]["speed"]
     tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, speed), dest / "data/instructions/instructions.parquet")
