@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..config import Config
 from ..data.splits import BACKBONE_TRAIN_STREAM
