@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from eve_fdd.train.loop import TrainConfig, latest_checkpoint, train
+from eve_fdd.train.loop import TrainConfig, latest_checkpoint, lr_at, train
 
 
 def _model(seed: int = 0) -> dict[str, torch.nn.Module]:
@@ -70,6 +70,39 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, ema):
     calls = []
     done = train(_model(), lambda i, g: calls.append(i), cfg, tmp_path / "cut", progress=False)
     assert done.step == 12 and not calls
+
+
+def test_learning_rate_warms_up_then_stays_or_decays_to_a_tenth():
+    assert [lr_at(s, 1.0, 4, 20) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr_at(19, 1.0, 0, 20) == 1.0
+    cosine = [lr_at(s, 1.0, 4, 20, "cosine") for s in range(22)]
+    assert cosine[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert all(a > b for a, b in zip(cosine[4:20], cosine[5:21]))
+    assert cosine[12] == pytest.approx(0.55) and cosine[20] == pytest.approx(0.1) and cosine[21] == pytest.approx(0.1)
+
+
+def test_a_cosine_schedule_resumes_where_the_run_was_killed(tmp_path):
+    cfg = CFG.model_copy(update={"lr_schedule": "cosine"})
+    full = _model()
+    train(full, _step_fn(full), cfg, tmp_path / "full", progress=False)
+    first = _model()
+    step = _step_fn(first)
+
+    def killed_at_7(i, gen):
+        if i == 7:
+            raise KeyboardInterrupt
+        return step(i, gen)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(first, killed_at_7, cfg, tmp_path / "cut", progress=False)
+    again = _model()
+    res = train(again, _step_fn(again), cfg, tmp_path / "cut", progress=False)
+    assert res.resumed_from == 4 and res.step == 12
+    for k, v in _state(full).items():
+        assert torch.allclose(_state(again)[k], v, atol=1e-6), k
+    constant = _model()  # the schedule is applied: the constant rate ends elsewhere
+    train(constant, _step_fn(constant), CFG, tmp_path / "constant", progress=False)
+    assert any(not torch.allclose(_state(constant)[k], v, atol=1e-4) for k, v in _state(full).items())
 
 
 def test_ema_ends_with_the_averaged_weights(tmp_path):

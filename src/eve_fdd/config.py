@@ -168,6 +168,8 @@ class TrainConfig(Section):
     steps: int = Field(1000, ge=0)
     lr: float = Field(1e-4, gt=0)
     warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="after the linear warm-up: constant, or a cosine decay to lr/10 at the last step")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints (one is always written at the end)")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import os
 import re
 import time
@@ -540,14 +539,6 @@ def make_model(cfg: TinyLlamaConfig, vocab_size: int):
     return LlamaForCausalLM(config).float()
 
 
-def _lr_at(step: int, cfg: TinyLlamaConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train_tiny_llama(
     pairs: list[tuple[Messages, str]],
     cfg: TinyLlamaConfig,
@@ -576,7 +567,7 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
     import torch
     from tqdm import tqdm
 
-    from ..train.loop import native_bf16
+    from ..train.loop import lr_at, native_bf16
 
     bf16 = native_bf16() if cfg.bf16 is None else cfg.bf16
     rng = np.random.default_rng(cfg.seed)
@@ -609,7 +600,7 @@ def _train(pairs: list[tuple[Messages, str]], cfg: TinyLlamaConfig, out_path: Pa
             plan = plan_epoch(data, cfg, rng)
         blocks = plan.pop()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, "cosine")
         parts = [block_loss(model, data, b, vocab.eos_id, cfg.loss_on_examples, bf16) for b in blocks]
         loss = sum(t for t, _ in parts) / max(1, sum(c for _, c in parts))
         opt.zero_grad(set_to_none=True)

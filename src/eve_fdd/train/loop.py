@@ -17,6 +17,7 @@ crash never leaves a half checkpoint. Nothing is pickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -45,6 +46,18 @@ class Objective:
 
     def step_fn(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(self.batch(step), generator), {}
+
+
+def lr_at(step: int, lr: float, warmup_steps: int, steps: int, schedule: str = "constant") -> float:
+    """The learning rate of `step`: a linear warm-up over `warmup_steps`, then `lr` (constant)
+    or a cosine decay from `lr` to lr/10 at the last step (cosine). Computed from the step, so
+    a resumed run continues the same schedule."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 @dataclass
@@ -189,7 +202,7 @@ def train(
     bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not progress, mininterval=1.0)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+            group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         with bf16_autocast(bf16):
             loss, logs = step_fn(step, gen)
