@@ -9,9 +9,11 @@ import torch
 from eve_fdd.config import TinyBackboneConfig
 from eve_fdd.models.adapters import (
     TASK_LABELS,
+    ConceptTokens,
     EditVideoModel,
     add_lora,
     edit_adapter,
+    load_token_embeddings,
     motion_parameters,
     task_ids,
     video_adapter,
@@ -155,3 +157,42 @@ def test_lora_targets_choose_the_adapted_layers_and_survive_save_and_load(tmp_pa
     attention_only = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
     add_lora(attention_only.unet, "subject", rank=2)
     assert not any("conv" in n and "lora_" in n for n, _ in attention_only.unet.named_parameters())
+
+
+def test_concept_tokens_change_only_the_concept_words_and_survive_save_and_load(tmp_path):
+    bb = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    with_word, without = ["a small red star on a navy background, with scanlines"], ["a small red circle on a navy background"]
+    before = bb.encode_text(with_word + without)
+    tokens = ConceptTokens(bb.text_encoder, bb.tokenizer, ["star", "scanlines"]).attach()
+    # starts as the words' own rows: nothing changes until it learns
+    torch.testing.assert_close(bb.encode_text(with_word + without), before)
+    with torch.no_grad():
+        tokens.rows.add_(torch.randn(tokens.rows.shape, generator=G))
+    after = bb.encode_text(with_word + without)
+    assert not torch.allclose(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])  # a caption without the words is untouched
+    # gradients reach the rows (the only parameters) and only the rows of words in the batch
+    assert [n for n, _ in tokens.named_parameters()] == ["rows"]
+    bb.encode_text(["a small red star on a navy background"]).square().sum().backward()
+    assert tokens.rows.grad[0].abs().sum() > 0 and tokens.rows.grad[1].abs().sum() == 0
+    assert all(p.grad is None for p in bb.text_encoder.parameters())
+    tokens.detach()
+    torch.testing.assert_close(bb.encode_text(with_word + without), before)
+    # saved, then written into a fresh encoder: the words mean what was learned
+    path = tokens.save(tmp_path)
+    fresh = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    assert sorted(load_token_embeddings(fresh.text_encoder, fresh.tokenizer, path)) == ["scanlines", "star"]
+    torch.testing.assert_close(fresh.encode_text(with_word + without), after.detach())
+
+
+def test_concept_tokens_bad_input_is_named(tmp_path):
+    bb = tiny_backbone(SMALL, sample_size=16, seed=0).freeze()
+    with pytest.raises(ValueError, match=r"\['moonbeam'\] are not single tokens"):
+        ConceptTokens(bb.text_encoder, bb.tokenizer, ["star", "moonbeam"])
+    with pytest.raises(FileNotFoundError, match="no learned token embeddings"):
+        load_token_embeddings(bb.text_encoder, bb.tokenizer, tmp_path / "missing.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"star": torch.zeros(7)}, tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match=r"wide.safetensors: rows of shape \{'star': \(7,\)\}.*width 32"):
+        load_token_embeddings(bb.text_encoder, bb.tokenizer, tmp_path / "wide.safetensors")

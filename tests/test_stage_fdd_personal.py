@@ -8,11 +8,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from eve_fdd.config import Config
 from eve_fdd.data import tables
 from eve_fdd.distill.data import edit_labels, ground_truth, load_concept_items, split_items
-from eve_fdd.models.adapters import add_lora, edit_adapter
+from eve_fdd.models.adapters import ConceptTokens, add_lora, edit_adapter
 from eve_fdd.models.backbone import load_backbone
 from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import fdd_personal, videos
@@ -66,7 +68,11 @@ def inputs(tiny_backbone_dir, tmp_path_factory):
     (root / "edit_adapter" / "model.json").write_text(json.dumps({"path": str(root / "edit_adapter" / "model")}))
     add_lora(bb.unet, "star", rank=2)
     bb.unet.save_lora_adapter(str(root / "loras" / "star" / "model"), adapter_name="star")
-    (root / "loras" / "star" / "model.json").write_text(json.dumps({"path": str(root / "loras" / "star" / "model"), "concept": "star"}))
+    tokens = ConceptTokens(bb.text_encoder, bb.tokenizer, ["star"])
+    with torch.no_grad():
+        tokens.rows.add_(1.0)  # as if learned with the LoRA
+    (root / "loras" / "star" / "model.json").write_text(json.dumps({"path": str(root / "loras" / "star" / "model"), "concept": "star",
+                                                                   "token_embeddings": str(tokens.save(root / "loras" / "star" / "model"))}))
     return dict(instructions=root / "subject_style.parquet", videos=root / "videos.parquet", backbone_dir=tiny_backbone_dir,
                 edit_dir=root / "edit_adapter", lora_dir=root / "loras" / "star")
 
@@ -109,6 +115,18 @@ def test_the_stage_trains_the_new_lora_only_and_scores_three_settings(inputs, tm
     assert sorted(p.name for p in (tmp_path / "star" / "progress").iterdir()) == ["step-000000.gif", "step-000002.gif"]
     assert (tmp_path / "star" / "timesteps.png") in out.artifacts
     assert _build(inputs, tmp_path).metrics["resumed_from"] == 3  # rerun resumes, trains nothing
+
+
+def test_the_teachers_read_the_concept_word_as_stage_loras_learned_it(inputs):
+    backbone, lora_path = fdd_personal.concept_backbone(CFG, "star", inputs["backbone_dir"], inputs["lora_dir"])
+    assert lora_path == str(inputs["lora_dir"] / "model")
+    plain = load_backbone(trained_path(inputs["backbone_dir"]))
+    star = plain.tokenizer.convert_tokens_to_ids("star")
+    learned = load_file(inputs["lora_dir"] / "model" / "learned_embeds.safetensors")["star"]
+    torch.testing.assert_close(backbone.text_encoder.get_input_embeddings().weight[star], learned)
+    torch.testing.assert_close(plain.text_encoder.get_input_embeddings().weight[star] + 1.0, learned)
+    circle = ["a small red circle on a navy background"]
+    torch.testing.assert_close(backbone.encode_text(circle), plain.encode_text(circle))  # other words untouched
 
 
 def test_bad_inputs_are_named(inputs, tmp_path):

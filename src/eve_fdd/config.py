@@ -236,7 +236,10 @@ class LorasStageConfig(Section):
         ("to_q", "to_k", "to_v", "to_out.0"),
         description="UNet layers (name suffixes, peft's target_modules) the LoRA adapts: attention projections; a "
         "style that changes every pixel also needs the resnets' convolutions (conv1, conv2)")
-    train: TrainConfig = TrainConfig(steps=400, lr=1e-3, warmup_steps=20, checkpoint_every=200, log_every=20, mixed_precision="auto")
+    token_embeddings: bool = Field(
+        True, description="Shapes: the concept's own words' token embeddings learn with the LoRA (textual inversion + "
+        "LoRA, 'pivotal tuning'), so the words switch the concept on; saved beside the LoRA")
+    train: TrainConfig = TrainConfig(steps=400, lr=2e-3, warmup_steps=20, checkpoint_every=200, log_every=20, mixed_precision="auto")
     batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
     eval_samples: int = Field(64, ge=1, description="samples per condition in the check")

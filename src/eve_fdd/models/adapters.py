@@ -6,6 +6,8 @@
 - Video adapter: AnimateDiff-style temporal layers (`MotionAdapter`) in a `UNetMotionModel`
   around the frozen backbone's spatial weights.
 - LoRA (peft) on the backbone's attention, never on the motion modules.
+- Concept tokens: trainable token embeddings for a subject's or style's own words, learned
+  with its LoRA (textual inversion + LoRA, "pivotal tuning"), so the words switch it on.
 `EditVideoModel` runs any combination: backbone alone, + edit adapter, + video adapter, + LoRA.
 """
 
@@ -23,6 +25,7 @@ from ..world import vocab
 TASK_LABELS = vocab.ALL_TASKS  # class index = position here
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_adapter writes
+TOKEN_EMBEDDINGS = "learned_embeds.safetensors"  # {word: embedding row}, as textual-inversion files
 
 
 def task_ids(tasks: list[str]) -> torch.Tensor:
@@ -133,6 +136,79 @@ def load_lora(model: Any, directory: str | Path, name: str) -> Any:
         warnings.filterwarnings("ignore", message="You have passed exclude_modules")
         model.load_lora_adapter(str(directory), weight_name=LORA_WEIGHTS, prefix=None, adapter_name=name)
     return model
+
+
+def _token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    ids = [tokenizer.convert_tokens_to_ids(w) for w in words]
+    missing = [w for w, i in zip(words, ids) if i is None or i == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"concept word(s) {missing} are not single tokens of the tokenizer (its vocabulary has "
+                         f"{len(tokenizer)} entries); concept tokens need one token per word")
+    return ids
+
+
+class ConceptTokens(torch.nn.Module):
+    """Trainable input-embedding rows for a concept's own words (words the base world never
+    uses; textual inversion, with a LoRA "pivotal tuning"). While attached, the text encoder's
+    token embedding returns these rows for those words; nothing else in the encoder changes
+    (the rows are the only parameters: weight decay or a stray gradient cannot touch other
+    words). They start as the words' current rows."""
+
+    def __init__(self, text_encoder: Any, tokenizer: Any, words: Sequence[str]):
+        super().__init__()
+        self.words = tuple(words)
+        ids = _token_ids(tokenizer, self.words)
+        embedding = text_encoder.get_input_embeddings()
+        self._embedding = [embedding]  # a list: not a submodule, so not in state_dict or parameters()
+        self.register_buffer("ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.rows = torch.nn.Parameter(embedding.weight.detach()[ids].clone().float())
+        self._handle = None
+
+    def _replace(self, module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        match = args[0].unsqueeze(-1) == self.ids.to(args[0].device)  # (..., L, words)
+        if not bool(match.any()):
+            return output
+        rows = match.to(self.rows.dtype) @ self.rows  # each position's row (zero where no word matches)
+        return torch.where(match.any(-1, keepdim=True), rows.to(output.dtype), output)
+
+    def attach(self) -> "ConceptTokens":
+        if self._handle is None:
+            self._handle = self._embedding[0].register_forward_hook(self._replace)
+        return self
+
+    def detach(self) -> "ConceptTokens":
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+        return self
+
+    def save(self, directory: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(directory) / TOKEN_EMBEDDINGS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({w: r.detach().contiguous() for w, r in zip(self.words, self.rows)}, path)
+        return path
+
+
+def load_token_embeddings(text_encoder: Any, tokenizer: Any, path: str | Path) -> list[str]:
+    """Write the rows of a `ConceptTokens.save` file into the text encoder's token embedding
+    (in place: from then on those words mean what was learned); returns the words."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no learned token embeddings there")
+    rows = load_file(path)
+    weight = text_encoder.get_input_embeddings().weight
+    wrong = {w: tuple(r.shape) for w, r in rows.items() if tuple(r.shape) != (weight.shape[1],)}
+    if wrong:
+        raise ValueError(f"{path}: rows of shape {wrong}, but the text encoder's embeddings have width {weight.shape[1]}")
+    words = list(rows)
+    with torch.no_grad():
+        for word, i in zip(words, _token_ids(tokenizer, words)):
+            weight[i] = rows[word].to(weight.dtype)
+    return words
 
 
 def frames_to_batch(x: torch.Tensor) -> torch.Tensor:

@@ -83,8 +83,6 @@ def tiny_clip_text_encoder(vocab_size: int, hidden_size: int, layers: int, heads
 def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str]):
     """(B, max_length, hidden) text embeddings, padded to the tokenizer's max length as SD does.
     Raises ValueError naming the prompt when one is longer than the encoder can read."""
-    import torch
-
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=False, return_tensors="pt").input_ids
     if ids.shape[1] > tokenizer.model_max_length:
         lengths = [len(tokenizer(p).input_ids) for p in prompts]
@@ -93,5 +91,6 @@ def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str]):
             f"prompt {prompts[worst]!r} is {lengths[worst]} tokens, more than the text encoder's {tokenizer.model_max_length}"
         )
     device = next(text_encoder.parameters()).device
-    with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in text_encoder.parameters())):
-        return text_encoder(ids.to(device))[0]
+    # no graph is built through a frozen encoder; one is where learned concept-word rows are
+    # attached (models.adapters.ConceptTokens), which are not the encoder's parameters
+    return text_encoder(ids.to(device))[0]

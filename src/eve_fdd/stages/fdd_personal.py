@@ -42,7 +42,7 @@ from ..distill.student import Student
 from ..distill.teachers import ConceptTeacher, EditTeacher, lora_off, with_lora_merged
 from ..evaluate import per_task_means
 from ..evaluate.concepts import ConceptDetector, train_detector
-from ..models.adapters import frames_to_batch
+from ..models.adapters import frames_to_batch, load_token_embeddings
 from ..models.registry import build_backbone, trained_path
 from ..train.edit_adapter import region_errors, round_robin
 from ..train.loop import TrainingOutputs
@@ -63,6 +63,19 @@ def checkpoints_for(concept: str) -> Path:
     return Path("data/checkpoints/fdd_personal") / concept
 
 
+def concept_backbone(cfg: Config, concept: str, backbone_dir: Path, lora_dir: Path) -> tuple[Any, str]:
+    """The frozen backbone, with the concept words' token embeddings that stage `loras` learned
+    with the LoRA (if it did), and the LoRA's directory, from `lora_dir/model.json`."""
+    lora_json = Path(lora_dir) / "model.json"
+    if not lora_json.is_file():
+        raise FileNotFoundError(f"fdd_personal: {lora_json} not found; run stage loras@{concept} first")
+    info = json.loads(lora_json.read_text())
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    if info.get("token_embeddings"):
+        load_token_embeddings(backbone.text_encoder, backbone.tokenizer, info["token_embeddings"])
+    return backbone, info["path"]
+
+
 def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, lora_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
@@ -72,15 +85,11 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
     if cfg.profile != "shapes":
         raise ValueError("fdd_personal: the full profile needs the VAE between the student and DINOv2 and a way to score "
                          "edits without a ground truth; only the Shapes profile is wired so far (see README, 'FDD')")
-    lora_json = Path(lora_dir) / "model.json"
-    if not lora_json.is_file():
-        raise FileNotFoundError(f"fdd_personal: {lora_json} not found; run stage loras@{concept} first")
-    lora_path = json.loads(lora_json.read_text())["path"]
+    backbone, lora_path = concept_backbone(cfg, concept, backbone_dir, lora_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(concept)
     torch.manual_seed(f.seed)
 
-    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
     from diffusers import ControlNetModel
 
     controlnet = ControlNetModel.from_pretrained(trained_path(edit_dir)).requires_grad_(False).eval()

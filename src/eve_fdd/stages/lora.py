@@ -3,8 +3,9 @@ backbone (METHOD.md section 8, "other adapters"; FDD later aligns each with the 
 
 Shapes: train a peft LoRA on the trained backbone's UNet (train/lora.py; shared loop,
 checkpoints in `data/checkpoints/loras/<concept>`), save it in diffusers' LoRA layout under
-`data/loras/<concept>/model`, and check that the concept appears when prompted and not
-otherwise. Full: resolve `loras.pretrained[<concept>]` and record it.
+`data/loras/<concept>/model` (with the concept words' learned token embeddings,
+`learned_embeds.safetensors`, when `loras.token_embeddings`), and check that the concept
+appears when prompted and not otherwise. Full: resolve `loras.pretrained[<concept>]` and record it.
 Either way `data/loras/<concept>/model.json` says where the LoRA is.
 """
 
@@ -18,7 +19,7 @@ from ..config import Config
 from ..data.splits import LORA_TRAIN_STREAM
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
-from ..models.adapters import add_lora
+from ..models.adapters import ConceptTokens, add_lora
 from ..models.registry import build_backbone, trained_path
 from ..train import backbone as tb
 from ..train import lora as tl
@@ -31,10 +32,12 @@ WEIGHTS = "pytorch_lora_weights.safetensors"
 
 
 
-def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule) -> Objective:
-    """The LoRA (the only trainable weights of the UNet) learns the concept, with prior preservation."""
+def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule, tokens: ConceptTokens | None = None) -> Objective:
+    """The LoRA (the only trainable weights of the UNet) learns the concept, with prior
+    preservation; with `tokens` (attached), the concept words' embeddings learn with it."""
     lo = cfg.loras
-    return Objective({"unet": backbone.unet},
+    modules = {"unet": backbone.unet} if tokens is None else {"unet": backbone.unet, "tokens": tokens}
+    return Objective(modules,
                      lambda step: tl.batch(cfg.world, cfg.seed, LORA_TRAIN_STREAM, step, lo.batch_size, concept),
                      lambda data, g: tb.v_loss(backbone, schedule, data[0], data[1], g, lo.caption_dropout), lo.batch_size)
 
@@ -62,19 +65,21 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     backbone_path = trained_path(backbone_dir)
     backbone = build_backbone(cfg, backbone_path).freeze()
     add_lora(backbone.unet, concept, rank=lo.rank, targets=lo.target_modules)
+    tokens = ConceptTokens(backbone.text_encoder, backbone.tokenizer, vocab.CONCEPT_WORDS[concept]).attach() if lo.token_embeddings else None
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
 
-    obj = objective(cfg, concept, backbone, schedule)
+    obj = objective(cfg, concept, backbone, schedule, tokens)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
     result = train(obj.modules, obj.step_fn, lo.train, checkpoints, progress=progress, on_log=on_log,
                    fingerprint=cfg.fingerprint(PARAMS, (weights,)) + concept)
     backbone.unet.requires_grad_(False)
     backbone.unet.save_lora_adapter(str(out_dir / "model"), adapter_name=concept)
+    embeddings = str(tokens.save(out_dir / "model")) if tokens is not None else None
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "concept": concept,
-                                                    "backbone": str(backbone_path)}, indent=2) + "\n")
+                                                    "token_embeddings": embeddings, "backbone": str(backbone_path)}, indent=2) + "\n")
     found = tl.check(backbone, concept, scheduler, cfg.world, cfg.seed, concept, lo.eval_samples, lo.eval_steps,
-                     lo.guidance_scale, lo.detector_steps, lo.detector_renders)
+                     lo.guidance_scale, lo.detector_steps, lo.detector_renders, tokens)
     artifacts = [out_dir / "model.json"]
     n = min(lo.samples, len(found.samples))
     if n:
@@ -84,6 +89,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     metrics = {
         **result.summary(lo.batch_size),
         "params_lora": sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" in n),
+        "params_token_embeddings": tokens.rows.numel() if tokens is not None else 0,
         **{f"check.{k}": round(v, 5) for k, v in found.metrics.items()},
     }
     return TrainingOutputs(metrics, result.curve, artifacts)

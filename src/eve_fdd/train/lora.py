@@ -4,10 +4,12 @@ section 8: "other adapters").
 Data: half of each batch is scenes with the concept (a shape replaced by the subject, or the
 scene in the style) with their captions, which name it; the other half is base-world scenes
 (prior preservation, as in DreamBooth), so the backbone keeps its behaviour where the concept
-is not asked for. Only the LoRA (peft, on the UNet's attention) learns; the rest is frozen.
-Check: a classifier for the concept (evaluate/concepts.py, trained on renders) reads DDIM
-samples of held-out captions: with the concept in the caption and the LoRA on, without the
-concept in the caption and the LoRA on, and with the concept but the LoRA off.
+is not asked for. Only the LoRA (peft, on the UNet's attention) learns, and, with
+`loras.token_embeddings`, the concept words' token embeddings (models.adapters.ConceptTokens);
+the rest is frozen. Check: a classifier for the concept (evaluate/concepts.py, trained on
+renders) reads DDIM samples of held-out captions: with the concept in the caption and the LoRA
+on, without the concept in the caption and the LoRA on, and with the concept but the LoRA (and
+the learned embeddings) off, i.e. the plain backbone.
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class LoraCheck:
 
 @torch.no_grad()
 def check(backbone: Any, adapter: str, scheduler: Any, world: Any, seed: int, concept: str, count: int, steps: int,
-          guidance_scale: float, detector_steps: int, detector_renders: int = 2048) -> LoraCheck:
-    """How often the concept shows: prompted (LoRA on), unprompted (LoRA on), prompted (LoRA off)."""
+          guidance_scale: float, detector_steps: int, detector_renders: int = 2048, tokens: Any = None) -> LoraCheck:
+    """How often the concept shows: prompted (LoRA on), unprompted (LoRA on), prompted (LoRA
+    and `tokens`, the learned concept-word embeddings, if any, off)."""
     detector = train_detector(concept, world, seed, CONCEPT_DETECTOR_TRAIN_STREAM, CONCEPT_DETECTOR_EVAL_STREAM,
                               count=detector_renders, steps=detector_steps)
     schedule = NoiseSchedule.from_scheduler(scheduler)
@@ -63,8 +66,12 @@ def check(backbone: Any, adapter: str, scheduler: Any, world: Any, seed: int, co
     backbone.unet.set_adapters([adapter])
     on_prompted, on_unprompted = draw(prompted, 0), draw(unprompted, 10_000)
     backbone.unet.disable_adapters()
+    if tokens is not None:
+        tokens.detach()
     off_prompted = draw(prompted, 0)
     backbone.unet.enable_adapters()
+    if tokens is not None:
+        tokens.attach()
     metrics = {
         "detector_accuracy": detector.held_out_accuracy,
         "present.prompted": float(detector(on_prompted).mean()),

@@ -35,6 +35,9 @@ TEXTURES = ("solid", "striped", "dotted", "checkered")
 
 STYLES = ("flat", "outline", "blocky")
 RESERVED_STYLES = ("scanlines", "sketch")  # reserved: renderings the base world never shows
+# the words a caption names each reserved subject or style with, and no base-world caption uses
+# (their token embeddings learn with the concept's LoRA: models.adapters.ConceptTokens)
+CONCEPT_WORDS: dict[str, tuple[str, ...]] = {"star": ("star",), "cross": ("cross",), "scanlines": ("scanlines",), "sketch": ("pencil", "sketch")}
 
 LIGHTINGS = ("normal", "dusk", "bright", "warm", "cool")
 
