@@ -202,7 +202,7 @@ class EditAdapterStageConfig(Section):
     check it per task against the ground-truth edits (full: resolve a pretrained ControlNet)."""
 
     pretrained: str = Field("", description="full profile: hub id or local directory of a ControlNetModel (e.g. an instruct-pix2pix ControlNet)")
-    train: TrainConfig = TrainConfig(steps=1500, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998, mixed_precision="auto")
+    train: TrainConfig = TrainConfig(steps=1000, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998, mixed_precision="auto")
     batch_size: int = Field(32, ge=1)
     conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
     text_dropout: float = Field(0.1, ge=0, lt=1, description="share of pairs trained with both texts empty (enables classifier-free guidance)")
@@ -217,7 +217,7 @@ class VideoAdapterStageConfig(Section):
     conditioned on the first frame, and check temporal consistency (full: resolve AnimateDiff)."""
 
     pretrained: str = Field("guoyww/animatediff-motion-adapter-v1-5-2", description="full profile: MotionAdapter hub id or local directory")
-    train: TrainConfig = TrainConfig(steps=800, lr=1e-3, warmup_steps=50, checkpoint_every=200, log_every=20, ema_decay=0.99, mixed_precision="auto")
+    train: TrainConfig = TrainConfig(steps=500, lr=1e-3, warmup_steps=50, checkpoint_every=250, log_every=20, ema_decay=0.99, mixed_precision="auto")
     batch_size: int = Field(4, ge=1, description="clips per step")
     heads: int = Field(2, ge=1, description="attention heads of each temporal layer")
     eval_clips: int = Field(32, ge=1, description="held-out clips sampled by the check")
