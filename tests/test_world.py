@@ -34,6 +34,7 @@ from eve_fdd.world import (
 )
 from eve_fdd.world import vocab
 from eve_fdd.world.edits import MAX_SHAPES
+from eve_fdd.world.render import RIM_SCALE
 
 FRAMES, SIZE = 8, 32
 LIGHTING_FN = {  # what each lighting does to a normal-lighting pixel value
@@ -426,6 +427,26 @@ def test_render_is_coverage_blend_of_shape_over_background():
         c = cov(scene)[0][..., None]
         expect = rgb(scene.background) * (1 - c) + rgb(sh.color) * c
         assert np.abs(v - expect).max() <= 1.0
+
+
+def test_a_subject_sits_on_a_disc_of_its_own_colour_and_a_base_kind_on_none():
+    """The subject's body keeps the caption's colour; around it, out to RIM_SCALE of its
+    radius, its own rim colour, which no base colour or background uses."""
+    rims = {tuple(c) for c in vocab.SUBJECT_RIMS.values()}
+    assert set(vocab.SUBJECT_RIMS) == set(SUBJECTS) and len(rims) == len(SUBJECTS)
+    assert not rims & {tuple(c) for c in list(vocab.COLORS.values()) + list(vocab.BACKGROUNDS.values())}
+    for subject in SUBJECTS:
+        scene = Scene("black", (Shape(subject, "red", "large"),))
+        frame = render_frame(scene, 0)
+        assert is_color(frame[None], rgb("red"))[0].sum() > 10
+        rim = is_color(frame[None], np.array(vocab.SUBJECT_RIMS[subject], np.uint8))[0]
+        assert rim.sum() > 10 and cov(scene, frames=1)[0, 0][rim].max() == 0  # around the body, not on it
+        ys, xs = np.nonzero(rim)
+        cx, cy = scene.shapes[0].position(0)
+        reach = np.hypot((xs + 0.5) / SIZE - cx, (ys + 0.5) / SIZE - cy).max()
+        assert scene.shapes[0].radius < reach <= RIM_SCALE * scene.shapes[0].radius
+    plain = render_video(Scene("black", (Shape("circle", "red", "large"),)), frames=1)
+    assert not any(is_color(plain, np.array(c, np.uint8)).any() for c in rims)
 
 
 # ----------------------------------------------------------------------------- 4. edits on pixels

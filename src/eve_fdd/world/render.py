@@ -2,7 +2,8 @@
 
 Shapes are rasterised at `size * supersample` and box-downsampled (anti-aliasing), drawn
 in order over the background, then the rendering style and the lighting are applied to the
-whole frame. Textures live in the shape's own coordinates, so they move with the shape.
+whole frame. Textures live in the shape's own coordinates, so they move with the shape. A
+reserved subject sits on a disc of its own colour (vocab.SUBJECT_RIMS), drawn just before it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .scene import Scene, Shape
 
 TEXTURE_PERIOD = 0.125  # image fractions: 4 pixels at 32x32, so textures survive the resolution
 OUTLINE_WIDTH = 0.06  # image fractions
+RIM_SCALE = 1.35  # a subject's disc (vocab.SUBJECT_RIMS), radii of the shape
 
 
 def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +75,22 @@ def _texture(texture: str, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown texture {texture!r}")
 
 
+def _kind_pixels(kind: str, dx: np.ndarray, dy: np.ndarray, r: float, outline: bool) -> np.ndarray:
+    mask = _inside(kind, dx, dy, r)
+    if outline:
+        mask &= ~_inside(kind, dx, dy, r - OUTLINE_WIDTH)
+    return mask
+
+
 def _shape_pixels(shape: Shape, frame: int, X: np.ndarray, Y: np.ndarray, outline: bool) -> np.ndarray:
     cx, cy = shape.position(frame)
-    dx, dy = X - cx, Y - cy
-    mask = _inside(shape.kind, dx, dy, shape.radius)
-    if outline:
-        mask &= ~_inside(shape.kind, dx, dy, shape.radius - OUTLINE_WIDTH)
-    return mask
+    return _kind_pixels(shape.kind, X - cx, Y - cy, shape.radius, outline)
+
+
+def _rim_pixels(shape: Shape, frame: int, X: np.ndarray, Y: np.ndarray, outline: bool) -> np.ndarray:
+    """A subject's disc, drawn behind its body; unlike the body it may reach past the frame."""
+    cx, cy = shape.position(frame)
+    return _kind_pixels("circle", X - cx, Y - cy, RIM_SCALE * shape.radius, outline)
 
 
 def _downsample(a: np.ndarray, k: int) -> np.ndarray:
@@ -133,6 +144,8 @@ def render_frame(scene: Scene, frame: int, size: int = 32, supersample: int = 2)
     img[:] = vocab.BACKGROUNDS[scene.background]
     outline = scene.style == "outline"
     for shape in scene.shapes:
+        if shape.kind in vocab.SUBJECT_RIMS:
+            img[_rim_pixels(shape, frame, X, Y, outline)] = vocab.SUBJECT_RIMS[shape.kind]
         mask = _shape_pixels(shape, frame, X, Y, outline)
         cx, cy = shape.position(frame)
         second = _texture(shape.texture, X - cx, Y - cy)
@@ -150,8 +163,8 @@ def render_video(scene: Scene, frames: int = 8, size: int = 32, supersample: int
 
 
 def shape_coverage(scene: Scene, frames: int = 8, size: int = 32, supersample: int = 2) -> np.ndarray:
-    """float (n_shapes, frames, size, size): each shape's own pixel coverage in [0, 1],
-    ignoring occlusion (where a shape is, not what is seen there)."""
+    """float (n_shapes, frames, size, size): each shape's own pixel coverage in [0, 1] (a
+    subject's body, not its disc), ignoring occlusion (where a shape is, not what is seen there)."""
     n = size * supersample
     X, Y = _grid(n)
     out = np.zeros((len(scene.shapes), frames, size, size))

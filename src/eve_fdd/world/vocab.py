@@ -8,6 +8,11 @@ from __future__ import annotations
 
 KINDS = ("circle", "square", "triangle", "diamond")
 SUBJECTS = ("star", "cross")  # reserved: shapes the base world never shows
+# a subject's own look, as a personal subject has one: its body, in the caption's colour, on a disc
+# of this colour (no base colour or background). Geometry alone is not enough at this scale: the
+# 32-pixel backbone draws base kinds at chance (README, "Models"), so no LoRA on it could draw a
+# star told apart from a blob, while a colour it learns in a few hundred steps.
+SUBJECT_RIMS: dict[str, tuple[int, int, int]] = {"star": (0, 230, 230), "cross": (230, 40, 230)}
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
