@@ -83,3 +83,24 @@ def test_config_hashes_by_value_even_with_mapping_sections(root):
     assert hash(a) == hash(b)
     c = load_config(root / "params.yaml", overrides={"loras.pretrained": {"star": "/somewhere"}})
     assert hash(c) != hash(a) and {a: 1}[b] == 1
+
+
+def test_fingerprint_changes_with_the_package_source(tmp_path, monkeypatch):
+    """A checkpoint is resumed only by the same code: the fingerprint hashes the package's
+    source, so editing any module (e.g. the renderer a LoRA's data comes from) starts over."""
+    from eve_fdd import config as config_module
+
+    cfg = Config()
+    before = cfg.fingerprint(("loras",))
+    assert cfg.fingerprint(("loras",)) == before  # stable for the same code
+    for name in ("a.py", "sub/b.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    monkeypatch.setattr(config_module, "PACKAGE_DIR", tmp_path)
+    copied = cfg.fingerprint(("loras",))
+    assert copied != before
+    (tmp_path / "sub/b.py").write_text("x = 2\n")
+    edited = cfg.fingerprint(("loras",))
+    assert edited != copied
+    (tmp_path / "notes.txt").write_text("not code")
+    assert cfg.fingerprint(("loras",)) == edited  # only Python source counts

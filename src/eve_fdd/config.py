@@ -251,6 +251,19 @@ class LorasStageConfig(Section):
 
 
 FDD_VARIANTS = ("full", "no_align", "no_sds", "no_disc", "uniform_k", "random_init")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def source_digest(root: Path | None = None) -> str:
+    """A hash of the package's Python source (`root`, default this package): what a run's
+    code is. DVC reruns a training stage when its code changed; the run must then start over,
+    not resume a finished checkpoint of the old code (a world change once resumed LoRAs
+    trained on the old renders)."""
+    root = Path(root or PACKAGE_DIR)
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 class DiscriminatorConfig(Section):
@@ -396,9 +409,9 @@ class Config(Section):
         return node
 
     def fingerprint(self, keys: tuple[str, ...], files: tuple[Path, ...] = ()) -> str:
-        """A short hash of the sections `keys` (and the bytes of `files`): what a training run
-        depends on, so its checkpoints are resumed only by the same run."""
-        h = hashlib.sha256()
+        """A short hash of the sections `keys`, the bytes of `files` and the package's source:
+        what a training run depends on, so its checkpoints are resumed only by the same run."""
+        h = hashlib.sha256(source_digest().encode())
         for k in keys:
             node = self.section(k)
             h.update(json.dumps({k: node.model_dump() if hasattr(node, "model_dump") else node}, sort_keys=True, default=str).encode())
