@@ -11,6 +11,7 @@ import torch
 from eve_fdd.config import Config
 from eve_fdd.data.splits import CONCEPT_DETECTOR_EVAL_STREAM, CONCEPT_DETECTOR_TRAIN_STREAM, LORA_TRAIN_STREAM
 from eve_fdd.evaluate import concepts
+from eve_fdd.models.adapters import LORA_WEIGHTS
 from eve_fdd.models.backbone import load_backbone
 from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import lora
@@ -86,7 +87,7 @@ def test_build_trains_only_the_lora_resumes_saves_and_checks(backbone_dir, tmp_p
     assert saved["tokens.rows"].shape == (1, TINY_BACKBONE["text_hidden_size"])  # one word: "star"
     assert out.metrics["params_token_embeddings"] == TINY_BACKBONE["text_hidden_size"]
     backbone = load_backbone(trained_path(backbone_dir))
-    backbone.unet.load_lora_adapter(trained_path(tmp_path / "out"), weight_name=lora.WEIGHTS, prefix=None, adapter_name="star")
+    backbone.unet.load_lora_adapter(trained_path(tmp_path / "out"), weight_name=LORA_WEIGHTS, prefix=None, adapter_name="star")
     loaded = {n: p for n, p in backbone.unet.named_parameters() if "lora_" in n}
     assert sum(p.numel() for p in loaded.values()) == out.metrics["params_lora"]
     info = json.loads((tmp_path / "out/model.json").read_text())

@@ -19,7 +19,7 @@ from ..config import Config
 from ..data.splits import LORA_TRAIN_STREAM
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
-from ..models.adapters import ConceptTokens, add_lora
+from ..models.adapters import LORA_WEIGHTS, ConceptTokens, add_lora
 from ..models.registry import build_backbone, trained_path
 from ..train import backbone as tb
 from ..train import lora as tl
@@ -28,8 +28,6 @@ from ..world import vocab
 
 STAGE = "loras"
 PARAMS = ("profile", "seed", "world", "diffusion", "loras")
-WEIGHTS = "pytorch_lora_weights.safetensors"
-
 
 
 def objective(cfg: Config, concept: str, backbone, schedule: NoiseSchedule, tokens: ConceptTokens | None = None) -> Objective:
@@ -56,8 +54,8 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
             raise ValueError(f"loras.pretrained: the full profile needs a LoRA directory for {concept!r} "
                              "(train one on your own subject or style images); Shapes trains its own")
         path = Path(lo.pretrained[concept])
-        if not (path / WEIGHTS).is_file():
-            raise FileNotFoundError(f"loras.pretrained.{concept}: {path / WEIGHTS} not found")
+        if not (path / LORA_WEIGHTS).is_file():
+            raise FileNotFoundError(f"loras.pretrained.{concept}: {path / LORA_WEIGHTS} not found")
         (out_dir / "model.json").write_text(json.dumps({"path": str(path), "trained": False, "concept": concept}, indent=2) + "\n")
         return TrainingOutputs({"trained": 0})
 

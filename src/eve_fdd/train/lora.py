@@ -68,10 +68,12 @@ def check(backbone: Any, adapter: str, scheduler: Any, world: Any, seed: int, co
     backbone.unet.disable_adapters()
     if tokens is not None:
         tokens.detach()
-    off_prompted = draw(prompted, 0)
-    backbone.unet.enable_adapters()
-    if tokens is not None:
-        tokens.attach()
+    try:
+        off_prompted = draw(prompted, 0)
+    finally:  # the model leaves as it came, also when sampling fails
+        backbone.unet.enable_adapters()
+        if tokens is not None:
+            tokens.attach()
     metrics = {
         "detector_accuracy": detector.held_out_accuracy,
         "present.prompted": float(detector(on_prompted).mean()),
