@@ -97,7 +97,8 @@ def merge(path: Path, rows: list[dict]) -> None:
         for f in sorted(Path("metrics/fdd").glob("*.json")):
             rows = [{"variant": f.stem, "seed": 0, **json.loads(f.read_text())}, *rows]
     for r in rows:
-        data.setdefault(r["variant"], {})[str(r["seed"])] = {k: r[k] for k in sorted(r) if k.startswith("eval.") and "identity" not in k}
+        # with the run's setup (params, code, data, teachers but the seed): report averages one setup's seeds only
+        data.setdefault(r["variant"], {})[str(r["seed"])] = {k: r[k] for k in sorted(r) if k == "setup" or k.startswith("eval.") and "identity" not in k}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"{path}: " + ", ".join(f"{v} seeds {sorted(d, key=int)}" for v, d in sorted(data.items())))

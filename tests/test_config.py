@@ -104,3 +104,21 @@ def test_fingerprint_changes_with_the_package_source(tmp_path, monkeypatch):
     assert edited != copied
     (tmp_path / "notes.txt").write_text("not code")
     assert cfg.fingerprint(("loras",)) == edited  # only Python source counts
+
+
+def test_fingerprint_hashes_every_file_of_a_directory_input(tmp_path):
+    """A stage's inputs may be model directories (FDD's teachers): a change to any file
+    under one, or a renamed file, is another run."""
+    cfg = Config()
+    teacher = tmp_path / "edit_adapter"
+    (teacher / "model").mkdir(parents=True)
+    (teacher / "model.json").write_text('{"path": "model"}')
+    (teacher / "model" / "weights.safetensors").write_bytes(b"\x00" * 8)
+    before = cfg.fingerprint(("fdd",), (teacher,))
+    assert cfg.fingerprint(("fdd",), (teacher,)) == before
+    (teacher / "model" / "weights.safetensors").write_bytes(b"\x01" + b"\x00" * 7)
+    changed = cfg.fingerprint(("fdd",), (teacher,))
+    assert changed != before
+    (teacher / "model" / "weights.safetensors").rename(teacher / "model" / "other.safetensors")
+    assert cfg.fingerprint(("fdd",), (teacher,)) not in (before, changed)
+    assert cfg.fingerprint(("fdd",)) != cfg.fingerprint(("fdd",), (teacher,))

@@ -188,15 +188,20 @@ def test_report_tables_figure_and_grids(project, tmp_path):
         metrics, _ = evaluate.build(cfg, method, dirs, tmp_path / "data" / method, progress=False)
         tracking.write_metrics(metrics, tmp_path / "metrics" / f"{method}.json")
     seeds = tmp_path / "seeds.json"
-    seeds.write_text(json.dumps({"no_align": {"0": {"eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.05},
-                                              "1": {"eval.fidelity.changed.mean": 0.4, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.07}}}))
-    summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds, tmp_path / "plots")
+    seeds.write_text(json.dumps({"no_align": {
+        "0": {"setup": "now", "eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.05},
+        "1": {"setup": "now", "eval.fidelity.changed.mean": 0.4, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.07},
+        "2": {"setup": "old teachers", "eval.fidelity.changed.mean": 0.9, "eval.fidelity.kept.mean": 0.9, "eval.temporal.mean": 0.9}}}))
+    tracking.write_metrics({"setup": "now", "train_seconds": 1.0}, tmp_path / "fdd" / "no_align.json")
+    summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds, tmp_path / "plots",
+                                      tmp_path / "fdd")
     rows = json.loads((tmp_path / "plots" / "methods.json").read_text())
     assert [r["method"] for r in rows] == ["plug-and-play (no_align)", "input unchanged", "edit adapter per frame", "SDEdit 0.75"]
     assert rows[0]["changed_error"] == summary["no_align.gt.fidelity.changed.mean"] and "viclip_dir" in rows[0]
     text = (tmp_path / "report" / "tables.md").read_text()
     assert "## Ablations" in text and "## Baselines" in text
-    assert "| plug-and-play (no_align) | 2 | 0.3000 ± 0.1414 |" in text  # mean ± sd over the two seeds
+    assert "| plug-and-play (no_align) | 2 | 0.3000 ± 0.1414 |" in text  # mean ± sd over the two seeds of this setup
+    assert "1 runs in" in text and "plug-and-play (no_align) 1." in text  # the other teachers' seed: said, not averaged
     for name in ("input unchanged", "edit adapter per frame", "SDEdit 0.75"):
         assert f"| {name} |" in text
     best = min(("no_align", "input", "edit_frames", "sdedit_75"), key=lambda m: summary[f"{m}.gt.fidelity.changed.mean"])
@@ -216,6 +221,16 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     with pytest.raises(FileNotFoundError, match="sdedit_90.json"):
         report.build(CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"baselines": ("sdedit_90",)})}),
                      dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds, tmp_path / "plots3")
+
+
+def test_seed_runs_of_another_setup_are_left_out_and_counted():
+    from eve_fdd.evaluate.report import current_setup
+
+    seeds = {"full": {"0": {"setup": "a", "x": 1.0}, "1": {"setup": "a", "x": 2.0}, "2": {"setup": "b", "x": 9.0}, "3": {"x": 9.0}},
+             "no_align": {"0": {"setup": "c", "x": 1.0}}, "no_sds": {"0": {"setup": "d", "x": 1.0}}}
+    kept, left = current_setup(seeds, {"full": "a", "no_align": None})  # no_align: no setup recorded; no_sds: no metrics
+    assert kept == {"full": {"0": {"setup": "a", "x": 1.0}, "1": {"setup": "a", "x": 2.0}}}
+    assert left == {"full": 2, "no_align": 1, "no_sds": 1}
 
 
 def test_human_eval_export_reads_the_evaluations(project, tmp_path, capsys):

@@ -84,6 +84,26 @@ def test_variants_train_what_they_should_save_and_are_scored(inputs, tmp_path, v
     assert again.metrics["resumed_from"] == 4
 
 
+def test_the_run_fingerprint_covers_the_teachers_and_the_setup_all_but_the_seed(inputs, tmp_path):
+    """Retrained teachers under unchanged params are another run: their checkpoints are not
+    resumed, and their seed runs are not averaged with the old ones (report)."""
+    import shutil
+
+    edit_dir = shutil.copytree(inputs["edit_dir"], tmp_path / "edit_adapter")
+    files = (inputs["instructions"], inputs["videos"], inputs["backbone_dir"], edit_dir, inputs["video_dir"])
+    run, setup = fdd.fingerprints(CFG, files)
+    assert run != setup and fdd.fingerprints(CFG, files) == (run, setup)
+    other_seed = CFG.model_copy(update={"fdd": CFG.fdd.model_copy(update={"seed": CFG.fdd.seed + 1})})
+    run2, setup2 = fdd.fingerprints(other_seed, files)
+    assert run2 != run and setup2 == setup
+    weights = next(p for p in sorted(edit_dir.rglob("*.safetensors")))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    run3, setup3 = fdd.fingerprints(CFG, files)
+    assert run3 not in (run, run2) and setup3 != setup
+
+
 def test_bad_inputs_are_named(inputs, tmp_path):
     with pytest.raises(ValueError, match="unknown FDD variant 'nope'"):
         _build(inputs, tmp_path, "nope")
@@ -106,6 +126,7 @@ def test_the_flow_writes_metrics_plot_and_an_mlflow_run(inputs, tmp_path):
         "data/backbone": inputs["backbone_dir"], "data/edit_adapter": inputs["edit_dir"], "data/video_adapter": inputs["video_dir"]})
     metrics = json.loads((tmp_path / "metrics/fdd/full.json").read_text())
     assert metrics["steps"] == 3 and "eval.temporal.mean" in metrics
+    assert len(metrics["setup"]) == 16 and run.data.tags["setup"] == metrics["setup"]  # text: a tag in MLflow
     curve = json.loads((tmp_path / "plots/fdd/full_loss.json").read_text())
     assert [r["step"] for r in curve] == [0, 1, 2]
     assert run.data.metrics["eval.fidelity.all.mean"] == metrics["eval.fidelity.all.mean"]

@@ -18,7 +18,7 @@ def test_stage_run_logs_params_tags_metrics_artifacts(cfg, tmp_path, root):
     art = tmp_path / "sheet.png"
     art.write_bytes(b"png")
     with tracking.stage_run(cfg, "videos", ("profile", "world", "videos"), root=root) as run:
-        run.log_metrics({"videos": 5, "rejected": 1})
+        run.log_metrics({"videos": 5, "rejected": 1, "setup": "0123abcd"})  # text: a tag, not a metric
         run.log_artifact(art, "samples")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     r = client.get_run(run.id)
@@ -28,7 +28,7 @@ def test_stage_run_logs_params_tags_metrics_artifacts(cfg, tmp_path, root):
     assert r.data.params["world.speed"] == "[0.02, 0.06]" and r.data.params["profile"] == "shapes"
     assert r.data.metrics == {"videos": 5.0, "rejected": 1.0}
     tags = r.data.tags
-    assert tags["dvc.stage"] == "videos" and tags["profile"] == "shapes"
+    assert tags["dvc.stage"] == "videos" and tags["profile"] == "shapes" and tags["setup"] == "0123abcd"
     assert len(tags["git.revision"]) == 40 or tags["git.revision"] == "unknown"
     assert tags["git.dirty"] in ("true", "false")
     listed = {a.path for a in client.list_artifacts(run.id)} | {a.path for a in client.list_artifacts(run.id, "samples")}
@@ -91,3 +91,11 @@ def test_processes_that_open_a_new_store_at_once_all_log_to_one_experiment(tmp_p
     client = MlflowClient(uri)
     (exp,) = [e for e in client.search_experiments() if e.name == "eve-fdd-shapes"]
     assert {r.info.run_id for r in client.search_runs([exp.experiment_id])} == {out.strip() for out, _ in outs}
+
+
+def test_parent_run_logs_text_metrics_as_tags(cfg, tmp_path, root):
+    """An ablation's parent run rolls up metrics/fdd/<variant>.json, whose `setup` is text."""
+    with tracking.parent_run(cfg, "ablation", root=root) as run:
+        run.log_metrics({"fdd.train_seconds": 12.5, "fdd.setup": "0123abcd"})
+    r = run.client.get_run(run.id)
+    assert r.data.metrics == {"fdd.train_seconds": 12.5} and r.data.tags["fdd.setup"] == "0123abcd"

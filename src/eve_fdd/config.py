@@ -409,14 +409,19 @@ class Config(Section):
         return node
 
     def fingerprint(self, keys: tuple[str, ...], files: tuple[Path, ...] = ()) -> str:
-        """A short hash of the sections `keys`, the bytes of `files` and the package's source:
-        what a training run depends on, so its checkpoints are resumed only by the same run."""
+        """A short hash of the sections `keys`, the bytes of `files` (a directory: every file
+        under it, with its relative name) and the package's source: what a training run depends
+        on, so its checkpoints are resumed only by the same run."""
         h = hashlib.sha256(source_digest().encode())
         for k in keys:
             node = self.section(k)
             h.update(json.dumps({k: node.model_dump() if hasattr(node, "model_dump") else node}, sort_keys=True, default=str).encode())
-        for f in files:
-            h.update(Path(f).read_bytes())
+        for f in map(Path, files):
+            if f.is_dir():
+                for path in sorted(p for p in f.rglob("*") if p.is_file()):
+                    h.update(path.relative_to(f).as_posix().encode() + b"\0" + path.read_bytes())
+            else:
+                h.update(f.read_bytes())
         return h.hexdigest()[:16]
 
 

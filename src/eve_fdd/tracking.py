@@ -63,6 +63,13 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def split_metrics(metrics: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, str]]:
+    """(numbers, texts): a metrics json may hold text next to numbers (stage fdd's `setup`
+    fingerprint); MLflow takes the numbers as metrics and the text as tags."""
+    numbers = {k: float(v) for k, v in metrics.items() if not isinstance(v, str)}
+    return numbers, {k: v for k, v in metrics.items() if isinstance(v, str)}
+
+
 class StageRun:
     """The MLflow run of one stage execution; thin helpers over the active run."""
 
@@ -70,8 +77,11 @@ class StageRun:
         self.run = run
         self.id = run.info.run_id
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    def log_metrics(self, metrics: Mapping[str, float | str], step: int | None = None) -> None:
+        numbers, texts = split_metrics(metrics)
+        mlflow.log_metrics(numbers, step=step)
+        if texts:
+            mlflow.set_tags(texts)
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path=artifact_path)
@@ -179,9 +189,12 @@ class ParentRun:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.id = client, run_id
 
-    def log_metrics(self, metrics: Mapping[str, float]) -> None:
-        for k, v in metrics.items():
-            self.client.log_metric(self.id, k, float(v))
+    def log_metrics(self, metrics: Mapping[str, float | str]) -> None:
+        numbers, texts = split_metrics(metrics)
+        for k, v in numbers.items():
+            self.client.log_metric(self.id, k, v)
+        for k, v in texts.items():
+            self.client.set_tag(self.id, k, v)
 
 
 @contextmanager

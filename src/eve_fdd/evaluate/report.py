@@ -89,6 +89,32 @@ def seed_table(seeds: dict[str, dict[str, dict[str, float]]], variants: Sequence
     return "\n".join([head, rule, *rows])
 
 
+def current_setup(seeds: dict[str, dict[str, dict]], setups: dict[str, str | None]) -> tuple[dict[str, dict[str, dict]], dict[str, int]]:
+    """(kept, left out): of each variant's seed runs, those whose `setup` (stage fdd's
+    fingerprint of everything but the seed: params, code, data, teachers) is the variant's
+    current one, and how many others there were. Runs of other teachers (say, before a
+    retraining) or without a recorded setup do not mix into the mean."""
+    kept: dict[str, dict[str, dict]] = {}
+    left: dict[str, int] = {}
+    for variant, runs in seeds.items():
+        setup = setups.get(variant)
+        mine = {seed: r for seed, r in runs.items() if setup is not None and r.get("setup") == setup}
+        if mine:
+            kept[variant] = mine
+        if len(mine) < len(runs):
+            left[variant] = len(runs) - len(mine)
+    return kept, left
+
+
+def load_setups(fdd_metrics: Path, variants: Sequence[str]) -> dict[str, str | None]:
+    """Each variant's current setup, from stage fdd's metrics json (None where it has none)."""
+    out: dict[str, str | None] = {}
+    for v in variants:
+        path = fdd_metrics / f"{v}.json"
+        out[v] = json.loads(path.read_text()).get("setup") if path.is_file() else None
+    return out
+
+
 def load_seeds(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     """`{variant: {seed: metrics}}` as benchmarks/fdd_seeds.py writes it; empty when absent."""
     if not path.is_file():

@@ -53,6 +53,15 @@ def checkpoints_for(variant: str) -> Path:
     return Path("data/checkpoints/fdd") / variant
 
 
+def fingerprints(cfg: Config, inputs: tuple[Path, ...]) -> tuple[str, str]:
+    """(run, setup): `run` names everything a run depends on (params, code, the bytes of its
+    inputs: data and teachers), so a checkpoint is resumed only by the same run (retrained
+    teachers under unchanged params are another run); `setup` is the same without `fdd.seed`,
+    so runs that differ only by their seed can be told apart from runs of other teachers
+    (metrics key `setup`; stage `report` averages seeds of the current setup only)."""
+    return cfg.fingerprint(PARAMS, inputs), cfg.fingerprint(tuple(k for k in PARAMS if k != "fdd.seed"), inputs)
+
+
 def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
@@ -83,8 +92,9 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
 
     train_items, test_items = load_items(instructions, videos, "train"), load_items(instructions, videos, "test")
     test_items = test_items.take(round_robin(test_items.tasks, f.eval_items))
-    metrics: dict[str, float] = {"train_items": len(train_items), "eval_items": len(test_items),
-                                 **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
+    run_fingerprint, setup = fingerprints(cfg, (instructions, videos, backbone_dir, edit_dir, video_dir))
+    metrics: dict[str, float | str] = {"setup": setup, "train_items": len(train_items), "eval_items": len(test_items),
+                                       **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
     curve: list[dict[str, float]] = []
     progress_files: list[Path] = []
     if variants.trains(variant):
@@ -93,7 +103,7 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
         pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, video_teacher,
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
         samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=max(1, 96 // cfg.world.size))
-        result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, cfg.fingerprint(PARAMS), progress, on_log,
+        result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, run_fingerprint, progress, on_log,
                                       samples, f.sample_every)
         curve = result.curve
         progress_files = [*samples.paths, *timestep_plot(timesteps, scheduler, out_dir, f"fdd@{variant}")]

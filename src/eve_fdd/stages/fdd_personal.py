@@ -116,7 +116,7 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
     run = RunSettings(p.iterations, p.batch_size, p.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
                       f.seed, f.discriminator.lr)
     samples = ProgressSamples(out_dir / "progress", fps=1, scale=max(1, 96 // w.size))
-    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS) + concept, progress, on_log, samples, f.sample_every)
+    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every)
     metrics.update(result.summary(p.batch_size))
     metrics["pool.generated"] = pool.generated
     student.unet.requires_grad_(False)

@@ -26,6 +26,7 @@ from .evaluate import Dirs, held_out
 STAGE = "report"
 PARAMS = ("profile", "world", "videos.fps", "fdd.variants", "evaluate")
 SEEDS = Path("results/fdd_seeds.json")
+FDD_METRICS = Path("metrics/fdd")  # each variant's current `setup`: only its seed runs are averaged
 
 
 def methods(cfg: Config) -> tuple[list[str], list[str]]:
@@ -41,13 +42,13 @@ def _plot_key(key: str) -> str:
 
 
 def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_dir: Path, seeds: Path = SEEDS,
-          plots_dir: Path | None = None) -> tuple[dict[str, float], list[Path]]:
+          plots_dir: Path | None = None, fdd_metrics: Path = FDD_METRICS) -> tuple[dict[str, float], list[Path]]:
     variants, baselines = methods(cfg)
     everything = list(dict.fromkeys(variants + baselines))
     if not everything:
         raise ValueError("report: fdd.variants and evaluate.baselines are both empty; nothing to report")
     metrics = report.load_metrics(metrics_dir, everything)
-    seed_runs = report.load_seeds(seeds)
+    seed_runs, left_out = report.current_setup(report.load_seeds(seeds), report.load_setups(fdd_metrics, variants))
     parts = ["# Reproduction report (Shapes profile)", "",
              f"Held-out data points: {metrics[everything[0]]['items']:.0f} (test-split videos, spread over the tasks); "
              "errors on [0, 1] pixels over frames 1.. (frame 0 of an FDD edit is the edit teacher's). "
@@ -56,6 +57,11 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
         parts += ["## Ablations (paper Table 2 analogue)", "", report.table(metrics, variants), ""]
         if any(v in seed_runs for v in variants):
             parts += [f"Over seeds (fdd.seed; stage fdd's own evaluation, from {seeds}):", "", report.seed_table(seed_runs, variants), ""]
+        if left_out:
+            parts += [f"Left out of the over-seeds table: {sum(left_out.values())} runs in {seeds} of another setup than "
+                      f"stage fdd's current one (other teachers, code or params, or none recorded): "
+                      + ", ".join(f"{report.label(v)} {n}" for v, n in left_out.items())
+                      + ". Rerun their seeds with `benchmarks/fdd_seeds.py`.", ""]
     if baselines:
         parts += ["## Baselines (paper Table 1 analogue)", "", report.table(metrics, baselines), ""]
     out_dir.mkdir(parents=True, exist_ok=True)

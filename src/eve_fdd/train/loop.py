@@ -100,9 +100,10 @@ class TrainResult:
 @dataclass
 class TrainingOutputs:
     """What a training stage's `build` returns to its flow (flows/training.py): the metrics
-    json, the loss curve (a DVC plot) and the files logged to MLflow."""
+    json (numbers; text such as fdd's `setup` becomes an MLflow tag), the loss curve (a DVC
+    plot) and the files logged to MLflow."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, float | str]
     curve: list[dict[str, float]] = field(default_factory=list)
     artifacts: list[Path] = field(default_factory=list)
 
