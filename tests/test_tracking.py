@@ -96,6 +96,6 @@ def test_processes_that_open_a_new_store_at_once_all_log_to_one_experiment(tmp_p
 def test_parent_run_logs_text_metrics_as_tags(cfg, tmp_path, root):
     """An ablation's parent run rolls up metrics/fdd/<variant>.json, whose `setup` is text."""
     with tracking.parent_run(cfg, "ablation", root=root) as run:
-        run.log_metrics({"fdd.train_seconds": 12.5, "fdd.setup": "0123abcd"})
+        run.log_metrics({"fdd.steps": 150, "fdd.setup": "0123abcd"})
     r = run.client.get_run(run.id)
-    assert r.data.metrics == {"fdd.train_seconds": 12.5} and r.data.tags["fdd.setup"] == "0123abcd"
+    assert r.data.metrics == {"fdd.steps": 150.0} and r.data.tags["fdd.setup"] == "0123abcd"

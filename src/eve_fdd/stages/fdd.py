@@ -16,6 +16,7 @@ it trained), model.json, a contact sheet and GIFs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -58,8 +59,10 @@ def fingerprints(cfg: Config, inputs: tuple[Path, ...]) -> tuple[str, str]:
     inputs: data and teachers), so a checkpoint is resumed only by the same run (retrained
     teachers under unchanged params are another run); `setup` is the same without `fdd.seed`,
     so runs that differ only by their seed can be told apart from runs of other teachers
-    (metrics key `setup`; stage `report` averages seeds of the current setup only)."""
-    return cfg.fingerprint(PARAMS, inputs), cfg.fingerprint(tuple(k for k in PARAMS if k != "fdd.seed"), inputs)
+    (metrics key `setup`; stage `report` averages seeds of the current setup only). The inputs
+    (videos, teacher weights) are hashed once, for `setup`; `run` adds the seed to it."""
+    setup = cfg.fingerprint(tuple(k for k in PARAMS if k != "fdd.seed"), inputs)
+    return hashlib.sha256(f"{setup}/fdd.seed={cfg.fdd.seed}".encode()).hexdigest()[:16], setup
 
 
 def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
