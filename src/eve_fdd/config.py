@@ -402,6 +402,17 @@ class Config(Section):
             raise ValueError(f"fdd_personal.concepts {missing}: not in loras.concepts {list(self.loras.concepts)} (each needs its LoRA)")
         return self
 
+    @property
+    def clip_frames(self) -> int:
+        """Frames of one clip of the video set, the length the video model is trained and run at:
+        the world's (Shapes) or the ingested clips' (full)."""
+        return self.videos.ingest.frames if self.profile == "full" else self.world.frames
+
+    @property
+    def frame_size(self) -> int:
+        """The side of the video set's frames in pixels: the world's (Shapes) or the ingest's (full)."""
+        return self.videos.ingest.size if self.profile == "full" else self.world.size
+
     def section(self, dotted: str) -> Any:
         node: Any = self
         for part in dotted.split("."):

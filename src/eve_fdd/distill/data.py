@@ -24,6 +24,7 @@ import torch
 
 from ..data import tables
 from ..models.adapters import task_ids
+from ..models.space import pixels_from_uint8
 from ..train.backbone import to_uint8
 from ..world import EditSpec, Scene, apply_edit, render_video
 from .batch import EditBatch
@@ -156,29 +157,40 @@ def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequ
     return np.concatenate(out)
 
 
-def to_model_space(frames: np.ndarray, vae: Any = None) -> torch.Tensor:
-    """uint8 (N, F, H, W, 3) -> clips (N, C, F, H', W'): pixels in [-1, 1], or the VAE's
-    scaled latents for a latent backbone (full profile)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
-    if vae is None:
-        return x
-    n, c, f, h, w = x.shape
-    with torch.no_grad():
-        flat = x.transpose(1, 2).reshape(n * f, c, h, w).to(vae.device, vae.dtype)
-        latents = vae.encode(flat).latent_dist.mode() * vae.config.scaling_factor
-    return latents.reshape(n, f, *latents.shape[1:]).transpose(1, 2).float().cpu()
+def to_model_space(frames: np.ndarray, space: Any = None) -> torch.Tensor:
+    """uint8 (N, F, H, W, 3) -> clips (N, C, F, H', W') in the model's space (models/space.py):
+    pixels in [-1, 1] (no space, or pixel space), or the VAE's scaled latents."""
+    x = pixels_from_uint8(frames)
+    return x if space is None else space.encode(x)
 
 
-def data_fn(items: FddItems, encode_text: Any, vae: Any = None) -> DataFn:
-    """Indices of `items` -> their EditBatch (texts encoded by the frozen text encoder)."""
+def clip_batch(frames: np.ndarray, caption_emb: torch.Tensor, instruction_emb: torch.Tensor, tasks: torch.Tensor,
+               space: Any = None) -> EditBatch:
+    """An EditBatch of uint8 input clips (N, F, H, W, 3): the clips in `space` (models/space.py),
+    with their pixels beside them when that space is a latent one (the edit adapter's condition)."""
+    pixels = pixels_from_uint8(frames)
+    if space is None or not space.latent:
+        return EditBatch(pixels, caption_emb, instruction_emb, tasks)
+    return EditBatch(space.encode(pixels), caption_emb, instruction_emb, tasks, pixels=pixels)
+
+
+def data_fn(items: FddItems, encode_text: Any, space: Any = None) -> DataFn:
+    """Indices of `items` -> their EditBatch (texts encoded by the frozen text encoder, the
+    input video in `space`)."""
 
     def load(index: Sequence[int]) -> EditBatch:
         part = items.take(index)
         with torch.no_grad():
-            return EditBatch(to_model_space(part.frames, vae), encode_text(part.output_captions),
-                             encode_text(part.instructions), edit_labels(part.tasks))
+            return clip_batch(part.frames, encode_text(part.output_captions), encode_text(part.instructions),
+                              edit_labels(part.tasks), space)
 
     return load
+
+
+def has_ground_truth(items: FddItems) -> bool:
+    """Whether every data point has a scene and an edit spec to render its ground truth from
+    (Shapes); clips of the user's own set have none."""
+    return all(s is not None for s in items.scenes) and all(e is not None for e in items.edit_specs)
 
 
 def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int, allow_reserved: bool = False) -> np.ndarray:

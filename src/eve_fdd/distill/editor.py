@@ -1,6 +1,6 @@
 """Edit a video of any length with a trained FDD student (`eve-fdd edit`).
 
-The student edits clips of the video adapter's length (`world.frames`, 8 by default). The
+The student edits clips of the video adapter's length (`Config.clip_frames`, 8 by default). The
 first frame of the video is edited by the edit teacher, as in training and in the stage's
 evaluation (METHOD.md section 6); the student makes the rest window after window, each
 window conditioned on the last edited frame of the window before it (windows overlap by that
@@ -25,12 +25,13 @@ import torch
 
 from ..config import Config
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
-from ..models.adapters import load_video_adapter, video_adapter
-from ..models.registry import build_backbone, trained_path
+from ..models.adapters import load_video_adapter, untrained_video_adapter
+from ..models.registry import build_backbone, load_pretrained, trained_path
+from ..models.space import check_compatible
 from ..train.video_adapter import clips_to_uint8
 from ..world.vocab import TASKS
 from .batch import EditBatch
-from .data import edit_labels, to_model_space
+from .data import clip_batch, edit_labels
 from .student import Student
 from .teachers import EditTeacher
 
@@ -51,10 +52,14 @@ def chained_windows(frames: int, window: int) -> list[slice]:
 class VideoEditor:
     student: Student
     edit_teacher: EditTeacher
-    backbone: Any  # models.backbone.Backbone (frozen): the text encoder and its tokenizer
+    backbone: Any  # models.backbone.Backbone (frozen): the text encoder, its tokenizer and the model space
     timesteps: torch.Tensor  # the T DDIM inference timesteps, descending
     window: int
     size: int  # the model's frame size (pixels)
+
+    @property
+    def space(self) -> Any:
+        return self.backbone.space
 
     @torch.no_grad()
     def edit_batch(self, batch: EditBatch, generator: torch.Generator, on_window: Any = None) -> torch.Tensor:
@@ -64,7 +69,7 @@ class VideoEditor:
         out = batch.source.new_empty(batch.source.shape)
         out[:, :, 0] = first
         for w in chained_windows(batch.frames, self.window):
-            part = replace(batch, source=batch.source[:, :, w], first=out[:, :, w.start])
+            part = replace(batch.frames_of(w), first=out[:, :, w.start])
             out[:, :, w] = self.student.generate(torch.randn(part.source.shape, generator=generator), part, self.timesteps)
             if on_window is not None:
                 on_window()
@@ -82,14 +87,16 @@ class VideoEditor:
             if unknown:
                 raise ValueError(f"{what} {text!r}: the text encoder does not know {unknown} (this model reads the words "
                                  f"it was trained on; see `eve-fdd params` for the profile)")
-        batch = EditBatch(to_model_space(frames[None]), self.backbone.encode_text([caption]), self.backbone.encode_text([instruction]),
-                          edit_labels([task]))
+        with torch.no_grad():
+            batch = clip_batch(frames[None], self.backbone.encode_text([caption]), self.backbone.encode_text([instruction]),
+                               edit_labels([task]), self.space)
         windows = chained_windows(len(frames), self.window)
         from tqdm.auto import tqdm
 
         with tqdm(total=len(windows), desc="edit (windows)", unit="window", disable=not progress) as bar:
             out = self.edit_batch(batch, torch.Generator().manual_seed(seed), on_window=lambda: bar.update())
-        return clips_to_uint8(out)[0]
+        with torch.no_grad():
+            return clips_to_uint8(self.space.decode(out))[0]
 
 
 def unknown_words(tokenizer: Any, text: str) -> list[str]:
@@ -105,9 +112,6 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
                 edit_dir: str | Path = "data/edit_adapter", video_dir: str | Path = "data/video_adapter") -> VideoEditor:
     """The student stage `fdd` saved in `model_dir` (its model.json), on the teachers it was
     trained with (the stage directories of `backbone`, `edit_adapter`, `video_adapter`)."""
-    if cfg.profile != "shapes":
-        raise ValueError("edit: the full profile's FDD is not wired yet (stage fdd runs on the Shapes profile only, "
-                         "see README, 'FDD')")
     info = _model_info(Path(model_dir))
     from diffusers import ControlNetModel
 
@@ -117,24 +121,27 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
         on = json.loads((Path(stage_dir) / "model.json").read_text()).get("backbone") if (Path(stage_dir) / "model.json").is_file() else None
         if on is not None and str(Path(on)) != expected:
             raise ValueError(f"{Path(stage_dir) / 'model.json'}: the {name} was trained on backbone {on}, not {expected}")
-    teacher_cn = ControlNetModel.from_pretrained(trained_path(edit_dir)).requires_grad_(False).eval()
+    teacher_cn = load_pretrained(ControlNetModel, trained_path(edit_dir), f"{edit_dir}/model.json (the edit adapter)")
+    teacher_cn.requires_grad_(False).eval()
+    check_compatible(backbone.space, backbone.unet, teacher_cn, f"{edit_dir}/model.json (the edit adapter)")
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     if info.get("trainable") == "all":  # random_init: the student trained its own adapters
-        unet = video_adapter(backbone.unet, heads=cfg.video_adapter.heads, max_frames=max(32, cfg.world.frames))
+        unet = untrained_video_adapter(backbone.unet, trained_path(video_dir))
         _load_motion(unet, Path(info["motion_modules"]))
-        student_cn = ControlNetModel.from_pretrained(info["controlnet"])
+        student_cn = load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)")
     else:
         unet, student_cn = load_video_adapter(backbone.unet, trained_path(video_dir)), teacher_cn
     student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"])
     student.unet.requires_grad_(False).eval()
     student.controlnet.requires_grad_(False).eval()
-    size = backbone.unet.config.sample_size
-    if size != cfg.world.size:
+    size = backbone.frame_size  # pixels: the UNet's sample size times the VAE's scale (1 in pixel space)
+    if size != cfg.frame_size:
+        key = "videos.ingest.size" if cfg.profile == "full" else "world.size"
         raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "
-                         f"world.size={cfg.world.size}; use the params the model was trained with")
+                         f"{key}={cfg.frame_size}; use the params the model was trained with")
     return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule), backbone,
-                       inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.world.frames, size)
+                       inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.clip_frames, size)
 
 
 def _model_info(model_dir: Path) -> dict[str, Any]:

@@ -12,16 +12,26 @@ The second teacher and its discriminator are the video adapter's in EVE (stage `
 FDD aligns another adapter pair (stage `fdd_personal`) they are a subject or style LoRA's
 (teachers.ConceptTeacher) on single images, nothing is first-frame conditioned, and the logs
 name the teacher by its `role`.
+
+Samples live in the model's space (models/space.py: pixels for Shapes, SD latents at full
+scale); the discriminators read pixels, so what they see is decoded first: the student's clip
+with gradients (its adversarial gradient flows back through the VAE decoder into its
+latents), the teachers' samples without. D_e reads only the student's frames (1..), D_v the
+whole clip. The student step decodes the student's clip once for both discriminators; the
+discriminator step decodes it again without gradients (ours: simpler than carrying pixels
+between the two steps; one decoder forward per adversarial iteration).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ..diffusion import NoiseSchedule, student_timesteps
 from ..models.adapters import frames_to_batch
+from ..models.space import PixelSpace
 from .batch import EditBatch
 from .discriminators import EditDiscriminator, VideoDiscriminator
 from .losses import hinge_discriminator, hinge_generator, sds_loss, sds_timesteps, sds_weight
@@ -53,10 +63,12 @@ class Settings:
 
 class FDD:
     def __init__(self, student: Student, edit_teacher: EditTeacher, video_teacher: VideoTeacher,
-                 d_edit: EditDiscriminator, d_video: VideoDiscriminator, scheduler, schedule: NoiseSchedule, settings: Settings):
+                 d_edit: EditDiscriminator, d_video: VideoDiscriminator, scheduler, schedule: NoiseSchedule, settings: Settings,
+                 space: Any = None):
         self.student, self.edit_teacher, self.video_teacher = student, edit_teacher, video_teacher
         self.d_edit, self.d_video = d_edit, d_video
         self.scheduler, self.schedule, self.settings = scheduler, schedule, settings
+        self.space = PixelSpace() if space is None else space  # where the samples live; the discriminators read pixels
 
     @property
     def second(self) -> str:
@@ -92,9 +104,10 @@ class FDD:
             video_terms = video_terms + s.lam * lv
             logs.update({"sds_edit": log_e["sds"], f"sds_{self.second}": log_v["sds"], "sds.t_mean": float(t.float().mean())})
         if s.adversarial_on(iteration):
+            pixels = self.space.decode(fake)  # with gradients, into the student's latents
             with _frozen(self.d_edit, self.d_video):
-                ge, _ = hinge_generator(self._d_edit(batch, fake))
-                gv, _ = hinge_generator(self.d_video(fake, batch.caption_emb))
+                ge, _ = hinge_generator(self._d_edit(batch, pixels[:, :, self.student.scored]))
+                gv, _ = hinge_generator(self.d_video(pixels, batch.caption_emb))
             edit_terms = edit_terms + ge
             video_terms = video_terms + gv
             logs.update({"adv_edit": float(ge.detach()), f"adv_{self.second}": float(gv.detach())})
@@ -105,19 +118,22 @@ class FDD:
     def discriminator_step(self, batch: EditBatch, fake: torch.Tensor, edit_real: torch.Tensor,
                            video_real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """L_D = L_D^e + L_D^v: the edit teacher's frames and the video teacher's clips are
-        real, the student's (detached) clips fake."""
-        fake = fake.detach()
-        de, log_e = hinge_discriminator(self._d_edit(batch, edit_real), self._d_edit(batch, fake))
+        real, the student's (detached) clips fake; all in model space, decoded here."""
+        frames = self.student.scored
+        with torch.no_grad():
+            fake = self.space.decode(fake.detach())
+            edit_real, video_real = self.space.decode(edit_real[:, :, frames]), self.space.decode(video_real)
+        de, log_e = hinge_discriminator(self._d_edit(batch, edit_real), self._d_edit(batch, fake[:, :, frames]))
         dv, log_v = hinge_discriminator(self.d_video(video_real, batch.caption_emb), self.d_video(fake, batch.caption_emb))
         logs = {f"edit.{k}": v for k, v in log_e.items()} | {f"{self.second}.{k}": v for k, v in log_v.items()}
         return de + dv, logs
 
-    def _d_edit(self, batch: EditBatch, clips: torch.Tensor) -> torch.Tensor:
-        """D_e on the student's frames of `clips`: (input frame, instruction, output frame) per frame."""
-        frames = self.student.scored
-        f = len(range(clips.shape[2])[frames])
-        return self.d_edit(frames_to_batch(batch.source[:, :, frames]), batch.instruction_emb.repeat_interleave(f, 0),
-                           frames_to_batch(clips[:, :, frames]))
+    def _d_edit(self, batch: EditBatch, pixels: torch.Tensor) -> torch.Tensor:
+        """D_e on the student's frames, `pixels` (B, 3, F', H, W) = those frames (1.. when the
+        first frame is the condition) decoded: (input frame, instruction, output frame) per frame."""
+        f = pixels.shape[2]
+        return self.d_edit(frames_to_batch(batch.condition[:, :, self.student.scored]), batch.instruction_emb.repeat_interleave(f, 0),
+                           frames_to_batch(pixels))
 
 
 class _frozen:

@@ -9,6 +9,9 @@ the student's own k steps, so the pool holds `size` data points with their teach
   edit_real   every frame of the input video edited by the edit teacher (D_e's real samples)
   video_real  a clip by the video teacher from that first frame and the output caption (D_v's)
 
+All three are in the model's space (latents at full scale: 1/48 of the pixels); the
+discriminators decode what they read.
+
 (With a second teacher that is not first-frame conditioned, `ConceptTeacher` in
 `fdd_personal`, there is no first frame and `video_real` holds that teacher's samples.)
 
@@ -22,6 +25,7 @@ samples are drawn from the pool. `refresh=1` regenerates everything every iterat
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
@@ -29,7 +33,7 @@ import torch
 from .batch import EditBatch
 from .teachers import EditTeacher, VideoTeacher
 
-FIELDS = ("source", "caption_emb", "instruction_emb", "tasks", "first")  # EditBatch's, in order
+FIELDS = tuple(f.name for f in dataclasses.fields(EditBatch))  # in order
 
 # indices of data points -> their batch (source clips, encoded texts, task ids)
 DataFn = Callable[[Sequence[int]], EditBatch]

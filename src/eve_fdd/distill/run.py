@@ -18,9 +18,10 @@ import torch
 from ..config import DiscriminatorConfig, TrainConfig
 from ..data.video import write_gif
 from ..evaluate.plots import timestep_histogram
+from ..models.space import PixelSpace
 from ..train.loop import Critic, TrainResult, train
 from ..train.video_adapter import clips_to_uint8
-from .discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator, tiny_dino
+from .discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator
 from .fdd import FDD
 from .pool import TeacherPool
 
@@ -38,10 +39,10 @@ class RunSettings:
     discriminator_lr: float
 
 
-def discriminators(d: DiscriminatorConfig, text_dim: int, image_size: int, frames: int, seed: int) -> tuple[EditDiscriminator, VideoDiscriminator]:
-    """D_e and the second teacher's D (D_v) on one shared frozen feature network (Shapes: the
-    seeded small Dinov2Model)."""
-    feats = FrozenFeatures(tiny_dino(d.hidden_size, d.layers, d.heads, image_size, d.patch_size, seed), d.feature_layers)
+def discriminators(d: DiscriminatorConfig, text_dim: int, frames: int, network: Any) -> tuple[EditDiscriminator, VideoDiscriminator]:
+    """D_e and the second teacher's D (D_v) on one shared frozen feature network
+    (`models.registry.feature_network`: DINOv2, or the Shapes profile's seeded small one)."""
+    feats = FrozenFeatures(network.model, d.feature_layers, network.size, network.mean, network.std)
     return (EditDiscriminator(feats, text_dim, d.head_width, d.head_heads),
             VideoDiscriminator(feats, text_dim, d.head_width, d.head_heads, max(32, frames)))
 
@@ -90,14 +91,18 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
 class ProgressSamples:
     """A `Snapshot` that writes the first data point of the step's batch as one GIF under
     `folder`, side by side: input | student | edit teacher | second teacher (the pool's real
-    samples for that data point, made from other noise). `paths` lists what it wrote."""
+    samples for that data point, made from other noise), decoded from the model's `space`.
+    `paths` lists what it wrote."""
 
-    def __init__(self, folder: Path, fps: float, scale: int = 1):
+    def __init__(self, folder: Path, fps: float, scale: int = 1, space: Any = None):
         self.folder, self.fps, self.scale = Path(folder), fps, scale
+        self.space = PixelSpace() if space is None else space
         self.paths: list[Path] = []
 
+    @torch.no_grad()
     def __call__(self, step: int, batch: Any, fake: torch.Tensor, edit_real: torch.Tensor, video_real: torch.Tensor) -> None:
-        clips = [clips_to_uint8(x[:1].detach())[0] for x in (batch.source, fake, edit_real, video_real)]
+        decoded = [self.space.decode(x[:1].detach()) for x in (fake, edit_real, video_real)]
+        clips = [clips_to_uint8(x)[0] for x in (batch.condition[:1], *decoded)]
         path = self.folder / f"step-{step:06d}.gif"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_gif(np.concatenate(clips, axis=2), path, fps=self.fps, scale=self.scale)

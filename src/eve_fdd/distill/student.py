@@ -80,7 +80,7 @@ class Student:
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
         if self.first_frame:
             x_t = with_first_frame(x_t, batch.needs_first())
-        return self.model(x_t, t, batch.caption_emb, batch.instruction_emb, batch.source, batch.tasks)
+        return self.model(x_t, t, batch.caption_emb, batch.instruction_emb, batch.condition, batch.tasks)
 
     def generate(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The edited clip x'_0 (B, C, F, H, W) from `noise` by DDIM over `timesteps`

@@ -100,8 +100,9 @@ class EditTeacher(_FromOutput):
     @torch.no_grad()
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch, source: torch.Tensor | None = None) -> torch.Tensor:
         """The model output (the schedule's prediction type) at clips or images x_t; `source`
-        defaults to the batch's input video (an image batch passes its own input frames)."""
-        source = batch.source if source is None else source
+        (the edit adapter's condition, in pixels) defaults to the batch's input video (an image
+        batch passes its own input frames)."""
+        source = batch.condition if source is None else source
         cond = self.model(x_t, t, batch.caption_emb, batch.instruction_emb, source, batch.tasks)
         if self.guidance_scale == 1.0:
             return cond
@@ -111,7 +112,7 @@ class EditTeacher(_FromOutput):
     @torch.no_grad()
     def edit_first_frame(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The edited first frame (B, C, H, W) that conditions the video adapter, from `noise` (B, C, H, W)."""
-        source = batch.source[:, :, 0]
+        source = batch.condition[:, :, 0]
         return ddim_sample(lambda x, t: self.output(x, t, batch, source), noise, self.schedule, timesteps)
 
 

@@ -5,7 +5,8 @@
 - `sdedit@<level>`: SDEdit (Meng et al. 2022) on the backbone, frame by frame: each input frame
   is noised to the DDIM step at `level` of the schedule (0.75 in the paper, chosen over several
   levels; a sweep here) and denoised with the output caption, classifier-free guided like the
-  backbone's own samples. Ours: frames are edited independently (the backbone is an image
+  backbone's own samples; at full scale the VAE's latents are noised, not the pixels. Ours:
+  frames are edited independently (the backbone is an image
   model), each from its own noise.
 The plug-and-play baseline is FDD's `no_align` variant (stage `evaluate`). The backbone denoiser
 is a `ConceptTeacher` on the bare backbone (no LoRA to fuse): the same guided prediction.
@@ -24,8 +25,9 @@ from ..models.adapters import batch_to_frames, frames_to_batch
 def frames_as_images(batch: EditBatch) -> EditBatch:
     """Each frame of each clip as its own one-frame data point (texts and task repeated)."""
     f = batch.frames
+    pixels = None if batch.pixels is None else frames_to_batch(batch.pixels).unsqueeze(2)
     return EditBatch(frames_to_batch(batch.source).unsqueeze(2), batch.caption_emb.repeat_interleave(f, 0),
-                     batch.instruction_emb.repeat_interleave(f, 0), batch.tasks.repeat_interleave(f, 0))
+                     batch.instruction_emb.repeat_interleave(f, 0), batch.tasks.repeat_interleave(f, 0), pixels=pixels)
 
 
 @torch.no_grad()

@@ -67,14 +67,28 @@ def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: 
         motion_num_attention_heads=heads, motion_norm_num_groups=norm_groups or cfg.norm_num_groups,
         motion_max_seq_length=max_frames, use_motion_mid_block=True,
     )
-    model = contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter))
-    # AnimateDiff's own code zero-initialises each temporal transformer's output projection;
-    # diffusers' MotionAdapter does not (checked with diffusers 0.42), so do it here
+    return zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter)))
+
+
+def zero_temporal_outputs(model: Any) -> Any:
+    """AnimateDiff's own code zero-initialises each temporal transformer's output projection;
+    diffusers' MotionAdapter does not (checked with diffusers 0.42), so do it here."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "motion_modules" in name and ".proj_out." in name:
                 p.zero_()
     return model
+
+
+def untrained_video_adapter(unet: Any, like: str | Path) -> Any:
+    """A `UNetMotionModel` with fresh temporal layers of the architecture of the `MotionAdapter`
+    saved at `like` (a directory or hub id), initialised as `video_adapter` does: output
+    projections zero, so the clip model starts as the image model on each frame (the "Random
+    Init" ablation's temporal layers, METHOD.md section 8)."""
+    from diffusers import MotionAdapter, UNetMotionModel
+
+    adapter = MotionAdapter.from_config(MotionAdapter.load_config(str(like)))
+    return zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter)))
 
 
 def load_video_adapter(unet: Any, source: str) -> Any:

@@ -9,10 +9,13 @@ a trained Shapes backbone and a downloaded SD 1.5 load through the same `load_ba
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .space import LatentSpace, PixelSpace, model_space
 from .text import encode_text, shapes_tokenizer, tiny_clip_text_encoder
 
 PARTS = ("unet", "text_encoder", "tokenizer")
@@ -24,9 +27,22 @@ class Backbone:
     text_encoder: Any  # transformers CLIPTextModel
     tokenizer: Any
     vae: Any = None  # diffusers AutoencoderKL; None = pixel space (Shapes)
+    # texts longer than the tokenizer's limit: cut to it (the full profile: CLIP's 77 tokens) or an error (Shapes)
+    truncate: bool = False
+    text_counts: Counter = field(default_factory=Counter)  # "texts" encoded, "truncated" of them
 
     def encode_text(self, prompts: list[str]):
-        return encode_text(self.tokenizer, self.text_encoder, prompts)
+        return encode_text(self.tokenizer, self.text_encoder, prompts, truncate=self.truncate, counts=self.text_counts)
+
+    @cached_property
+    def space(self) -> PixelSpace | LatentSpace:
+        """Where its samples live: pixels, or the VAE's latents (models/space.py)."""
+        return model_space(self.vae)
+
+    @property
+    def frame_size(self) -> int:
+        """The side of the frames it makes, in pixels (`sample_size` is in latents for SD)."""
+        return int(self.unet.config.sample_size) * self.space.scale
 
     def freeze(self) -> "Backbone":
         """Frozen: no gradients, eval mode (the backbone is never trained by FDD)."""
@@ -34,6 +50,10 @@ class Backbone:
             if module is not None:
                 module.requires_grad_(False).eval()
         return self
+
+    def text_metrics(self) -> dict[str, int]:
+        """How many texts were encoded and how many were cut to the tokenizer's limit."""
+        return {"text.encoded": int(self.text_counts["texts"]), "text.truncated": int(self.text_counts["truncated"])}
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import Config
 from .backbone import Backbone, load_backbone, tiny_backbone
@@ -10,12 +12,17 @@ from .backbone import Backbone, load_backbone, tiny_backbone
 
 def build_backbone(cfg: Config, trained: str | Path | None = None) -> Backbone:
     """The backbone for this profile: a saved one (`trained`, e.g. the `backbone` stage's
-    output), SD 1.5 from `models.backbone.pretrained` (full), or a fresh tiny one (Shapes)."""
+    output), SD 1.5 from `models.backbone.pretrained` (full), or a fresh tiny one (Shapes).
+    Full: texts longer than CLIP's 77 tokens are cut to them (counted, `Backbone.text_metrics`);
+    Shapes: its word-level tokenizer reads every caption the world writes, so a longer one is an error."""
     if trained is not None:
-        return load_backbone(trained)
-    if cfg.profile == "full":
-        return load_backbone(cfg.models.backbone.pretrained)
-    return tiny_backbone(cfg.models.backbone.tiny, cfg.world.size, cfg.seed)
+        backbone = load_backbone(trained)
+    elif cfg.profile == "full":
+        backbone = load_backbone(cfg.models.backbone.pretrained)
+    else:
+        backbone = tiny_backbone(cfg.models.backbone.tiny, cfg.world.size, cfg.seed)
+    backbone.truncate = cfg.profile == "full"
+    return backbone
 
 
 def trained_path(stage_dir: str | Path) -> str:
@@ -30,3 +37,59 @@ def trained_path(stage_dir: str | Path) -> str:
         return str(json.loads(info.read_text())["path"])
     except (ValueError, KeyError) as exc:
         raise ValueError(f"{info}: expected JSON with a 'path' key ({exc})") from None
+
+
+def load_pretrained(cls: Any, source: str | Path, key: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source)` for the params key `key`: a path that does not exist, a
+    directory that does not load, or one that holds another class stops with a message naming
+    the key, the path and the class expected (a hub id is tried as one)."""
+    local = Path(source)
+    if str(source) == "":
+        raise ValueError(f"{key}: empty; expected a {cls.__name__} directory or hub id")
+    if (local.is_absolute() or str(source).startswith(".") or local.exists()) and not local.is_dir():
+        raise FileNotFoundError(f"{key}: {source}: no such directory (expected a {cls.__name__} saved with save_pretrained)")
+    try:
+        model = cls.from_pretrained(str(source), **kwargs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{key}: could not load a {cls.__name__} from {source} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    if not isinstance(model, cls):
+        raise ValueError(f"{key}: {source} holds a {type(model).__name__}, expected a {cls.__name__}")
+    return model
+
+
+@dataclass(frozen=True)
+class FeatureNetwork:
+    """The discriminators' frozen feature network and how it reads images."""
+
+    model: Any  # transformers Dinov2Model, frozen
+    size: int | None  # side images are resized to (None: as they come)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def feature_network(cfg: Config) -> FeatureNetwork:
+    """DINOv2 from `fdd.discriminator.pretrained` (full), with its image processor's mean/std
+    when the directory has one (ImageNet's otherwise), reading frames resized to
+    `fdd.discriminator.image_size`; or the Shapes profile's small seeded Dinov2Model at the
+    world's frame size (distill/discriminators.py says why it is random)."""
+    from transformers import Dinov2Model
+
+    from ..distill.discriminators import IMAGENET_MEAN, IMAGENET_STD, tiny_dino
+
+    d = cfg.fdd.discriminator
+    if cfg.profile != "full":
+        return FeatureNetwork(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, cfg.fdd.seed), None,
+                              IMAGENET_MEAN, IMAGENET_STD)
+    model = load_pretrained(Dinov2Model, d.pretrained, "fdd.discriminator.pretrained").requires_grad_(False).eval()
+    depth = model.config.num_hidden_layers
+    if max(d.feature_layers) > depth:
+        raise ValueError(f"fdd.discriminator.feature_layers {list(d.feature_layers)}: {d.pretrained} has {depth} layers")
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    try:
+        from transformers import AutoImageProcessor
+
+        proc = AutoImageProcessor.from_pretrained(d.pretrained)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except (OSError, ValueError, AttributeError):
+        pass  # no processor saved beside the weights: DINOv2's own are ImageNet's
+    return FeatureNetwork(model, d.image_size, mean, std)

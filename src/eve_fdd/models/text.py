@@ -80,16 +80,27 @@ def tiny_clip_text_encoder(vocab_size: int, hidden_size: int, layers: int, heads
     return CLIPTextModel(cfg)
 
 
-def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str]):
+def encode_text(tokenizer: Any, text_encoder: Any, prompts: list[str], truncate: bool = False, counts: Any = None):
     """(B, max_length, hidden) text embeddings, padded to the tokenizer's max length as SD does.
-    Raises ValueError naming the prompt when one is longer than the encoder can read."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=False, return_tensors="pt").input_ids
-    if ids.shape[1] > tokenizer.model_max_length:
+    A prompt longer than the encoder reads is cut to it when `truncate` (SD's CLIP: 77 tokens;
+    `counts["truncated"]` counts them, `counts["texts"]` every prompt), else a ValueError
+    naming it."""
+    limit = tokenizer.model_max_length
+    ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=False, return_tensors="pt" if not truncate else None).input_ids
+    if truncate:
+        cut = sum(len(row) > limit for row in ids)
+        ids = tokenizer(prompts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt").input_ids
+        if counts is not None:
+            counts["texts"] += len(prompts)
+            counts["truncated"] += cut
+    elif ids.shape[1] > limit:
         lengths = [len(tokenizer(p).input_ids) for p in prompts]
         worst = int(np.argmax(lengths))
         raise ValueError(
-            f"prompt {prompts[worst]!r} is {lengths[worst]} tokens, more than the text encoder's {tokenizer.model_max_length}"
+            f"prompt {prompts[worst]!r} is {lengths[worst]} tokens, more than the text encoder's {limit}"
         )
+    elif counts is not None:
+        counts["texts"] += len(prompts)
     device = next(text_encoder.parameters()).device
     # no graph is built through a frozen encoder; one is where learned concept-word rows are
     # attached (models.adapters.ConceptTokens), which are not the encoder's parameters

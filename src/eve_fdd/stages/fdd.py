@@ -29,7 +29,7 @@ from ..config import Config, FddConfig
 from ..data.video import contact_sheet, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
-from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
+from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
 from ..distill.editor import VideoEditor
 from ..distill.fdd import FDD
 from ..distill.pool import TeacherPool
@@ -37,8 +37,9 @@ from ..distill.run import ProgressSamples, RunSettings, discriminators, timestep
 from ..distill.student import Student
 from ..distill.teachers import EditTeacher, VideoTeacher
 from ..evaluate.video_edits import summarize, video_errors
-from ..models.adapters import edit_adapter, load_video_adapter, video_adapter
-from ..models.registry import build_backbone, trained_path
+from ..models.adapters import edit_adapter, load_video_adapter, untrained_video_adapter
+from ..models.registry import build_backbone, feature_network, load_pretrained, trained_path
+from ..models.space import check_compatible, pixels_from_uint8
 from ..train.edit_adapter import round_robin
 from ..train.loop import TrainingOutputs
 from ..train.video_adapter import clips_to_uint8
@@ -70,25 +71,24 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
           on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     f = cfg.fdd
     settings = variants.settings(f, variant, cfg.diffusion.inference_steps)  # a wrong variant stops here
-    if cfg.profile != "shapes":
-        raise ValueError("fdd: the full profile needs the VAE between the student and DINOv2 and a ground truth for the "
-                         "evaluation; only the Shapes profile is wired so far (see README, 'FDD')")
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(variant)
     torch.manual_seed(f.seed)
-
-    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
     from diffusers import ControlNetModel
 
-    controlnet = ControlNetModel.from_pretrained(trained_path(edit_dir)).requires_grad_(False).eval()
-    teacher_unet = load_video_adapter(backbone.unet, trained_path(video_dir)).requires_grad_(False).eval()
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    space = backbone.space  # pixels (Shapes) or the VAE's latents (full): models/space.py
+    edit_source, motion_source = trained_path(edit_dir), trained_path(video_dir)
+    controlnet = load_pretrained(ControlNetModel, edit_source, f"{edit_dir}/model.json (the edit adapter)").requires_grad_(False).eval()
+    check_compatible(space, backbone.unet, controlnet, f"{edit_dir}/model.json (the edit adapter)")
+    teacher_unet = load_video_adapter(backbone.unet, motion_source).requires_grad_(False).eval()
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     edit_teacher, video_teacher = EditTeacher(backbone.unet, controlnet, schedule), VideoTeacher(teacher_unet, schedule)
-    if variants.student_trainable(variant) == "all":  # random_init: untrained adapters of the same shapes
-        student = Student(video_adapter(backbone.unet, heads=cfg.video_adapter.heads, max_frames=max(32, cfg.world.frames)),
-                          edit_adapter(backbone.unet, cfg.edit_adapter.conditioning_channels), schedule, lora_name=LORA,
-                          lora_rank=f.lora_rank, trainable="all", gradient_checkpointing=f.gradient_checkpointing)
+    if variants.student_trainable(variant) == "all":  # random_init: untrained adapters of the teachers' architectures
+        channels = tuple(controlnet.config.conditioning_embedding_out_channels)
+        student = Student(untrained_video_adapter(backbone.unet, motion_source), edit_adapter(backbone.unet, channels), schedule,
+                          lora_name=LORA, lora_rank=f.lora_rank, trainable="all", gradient_checkpointing=f.gradient_checkpointing)
     else:  # the student shares the video teacher's UNet; the teacher runs it with the LoRA off
         student = Student(teacher_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank,
                           gradient_checkpointing=f.gradient_checkpointing)
@@ -101,11 +101,12 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     curve: list[dict[str, float]] = []
     progress_files: list[Path] = []
     if variants.trains(variant):
-        d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.world.size, cfg.world.frames, f.seed)
-        fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings)
-        pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, video_teacher,
+        d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.clip_frames,
+                                         feature_network(cfg))
+        fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings, space)
+        pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items), edit_teacher, video_teacher,
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
-        samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=max(1, 96 // cfg.world.size))
+        samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=sheet_scale(backbone), space=space)
         result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, run_fingerprint, progress, on_log,
                                       samples, f.sample_every)
         curve = result.curve
@@ -116,21 +117,27 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     student.controlnet.requires_grad_(False)
     _save(student, variant, out_dir)
 
-    found, sheet_rows, labels = evaluate(student, edit_teacher, backbone, scheduler, test_items, cfg)
+    found, sheet_rows, labels, per_row = evaluate(student, edit_teacher, backbone, scheduler, test_items, cfg)
     metrics.update(found)
+    metrics.update(backbone.text_metrics())
     artifacts = [out_dir / "model.json", *progress_files]
     if f.samples and sheet_rows:
-        n = min(f.samples, len(sheet_rows) // 3)
+        n = min(f.samples, len(sheet_rows) // per_row)
         sheet = out_dir / "samples.png"
-        scale = max(1, 96 // cfg.world.size)
-        contact_sheet(sheet_rows[: 3 * n], sheet, scale=scale, captions=labels[: 3 * n])
+        scale = sheet_scale(backbone)
+        contact_sheet(sheet_rows[: per_row * n], sheet, scale=scale, captions=labels[: per_row * n])
         artifacts.append(sheet)
         for i in range(n):
             gif = out_dir / "samples" / f"edit-{i:02d}.gif"
             gif.parent.mkdir(parents=True, exist_ok=True)
-            write_gif(np.concatenate(sheet_rows[3 * i : 3 * i + 3], axis=2), gif, fps=cfg.videos.fps, scale=scale)
+            write_gif(np.concatenate(sheet_rows[per_row * i : per_row * (i + 1)], axis=2), gif, fps=cfg.videos.fps, scale=scale)
             artifacts.append(gif)
     return TrainingOutputs(metrics, curve, artifacts)
+
+
+def sheet_scale(backbone: Any) -> int:
+    """Contact sheets and GIFs show frames at least ~96 pixels wide."""
+    return max(1, 96 // backbone.frame_size)
 
 
 def run_settings(f: FddConfig) -> RunSettings:
@@ -140,31 +147,44 @@ def run_settings(f: FddConfig) -> RunSettings:
 
 @torch.no_grad()
 def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, scheduler: Any, items: FddItems, cfg: Config,
-             chunk: int = 8) -> tuple[dict[str, float], list[np.ndarray], list[str]]:
+             chunk: int = 8) -> tuple[dict[str, float], list[np.ndarray], list[str], int]:
     """Edit held-out data points with T DDIM steps (first frame by the edit teacher, the rest
-    by the student) and score them against the ground truth; "return the input unchanged"
-    is scored beside them (`identity.*`)."""
-    w = cfg.world
+    by the student). With a ground truth (Shapes) they are scored against it, "return the
+    input unchanged" beside them (`identity.*`); clips of the user's own set have none, and
+    are only shown (stage `evaluate` scores them by the paper's metrics). Returns the metrics,
+    contact-sheet rows (input | edited [| ground truth] per data point), their labels and the
+    rows per data point."""
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
-    editor = VideoEditor(student, edit_teacher, backbone, timesteps, w.frames, w.size)
-    load = data_fn(items, backbone.encode_text)
+    editor = VideoEditor(student, edit_teacher, backbone, timesteps, cfg.clip_frames, backbone.frame_size)
+    load = data_fn(items, backbone.encode_text, backbone.space)
     g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
+    truth_known = has_ground_truth(items)
+    w = cfg.world
     edited, truth = [], []
     for i in range(0, len(items), chunk):
         index = list(range(i, min(i + chunk, len(items))))
-        edited.append(editor.edit_batch(load(index), g))
-        truth.append(to_model_space(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
-    edited_t, truth_t, source_t = torch.cat(edited), torch.cat(truth), to_model_space(items.frames)
-    metrics = {f"eval.{k}": v for k, v in summarize(video_errors(edited_t, source_t, truth_t), items.tasks).items()}
-    metrics |= {f"eval.identity.{k}": v for k, v in summarize(video_errors(source_t, source_t, truth_t), items.tasks).items()
-                if not k.startswith("frame_change_ground_truth")}
+        edited.append(backbone.space.decode(editor.edit_batch(load(index), g)))
+        if truth_known:
+            truth.append(pixels_from_uint8(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
+    edited_t, source_t = torch.cat(edited), pixels_from_uint8(items.frames)
+    metrics: dict[str, float] = {"eval.ground_truth": float(truth_known)}
+    src_u8, out_u8 = clips_to_uint8(source_t), clips_to_uint8(edited_t)
+    gt_u8 = None
+    if truth_known:
+        truth_t = torch.cat(truth)
+        metrics |= {f"eval.{k}": v for k, v in summarize(video_errors(edited_t, source_t, truth_t), items.tasks).items()}
+        metrics |= {f"eval.identity.{k}": v for k, v in summarize(video_errors(source_t, source_t, truth_t), items.tasks).items()
+                    if not k.startswith("frame_change_ground_truth")}
+        gt_u8 = clips_to_uint8(truth_t)
     rows: list[np.ndarray] = []
     labels: list[str] = []
-    src_u8, out_u8, gt_u8 = clips_to_uint8(source_t), clips_to_uint8(edited_t), clips_to_uint8(truth_t)
     for j in round_robin(items.tasks, len(items)):
-        rows += [src_u8[j], out_u8[j], gt_u8[j]]
-        labels += [f"input: {items.input_captions[j]}", f"{items.tasks[j]}: {items.instructions[j]}", "ground truth"]
-    return metrics, rows, labels
+        rows += [src_u8[j], out_u8[j]]
+        labels += [f"input: {items.input_captions[j]}", f"{items.tasks[j]}: {items.instructions[j]}"]
+        if gt_u8 is not None:
+            rows.append(gt_u8[j])
+            labels.append("ground truth")
+    return metrics, rows, labels, 3 if gt_u8 is not None else 2
 
 
 def _save(student: Student, variant: str, out_dir: Path) -> None:

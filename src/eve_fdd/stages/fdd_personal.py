@@ -43,7 +43,7 @@ from ..distill.teachers import ConceptTeacher, EditTeacher, lora_off, with_lora_
 from ..evaluate import per_task_means
 from ..evaluate.concepts import ConceptDetector, train_detector
 from ..models.adapters import frames_to_batch, load_token_embeddings
-from ..models.registry import build_backbone, trained_path
+from ..models.registry import build_backbone, feature_network, trained_path
 from ..train.edit_adapter import region_errors, round_robin
 from ..train.loop import TrainingOutputs
 from ..train.video_adapter import clips_to_uint8
@@ -109,7 +109,7 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
                                  **{f"skipped.{k}": v for k, v in items.skipped.items()}}
 
     settings = variants.settings(f, "full", cfg.diffusion.inference_steps, iterations=p.iterations)
-    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, w.size, 1, f.seed)
+    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, 1, feature_network(cfg))
     fdd = FDD(student, edit_teacher, concept_teacher, d_edit, d_concept, scheduler, schedule, settings)
     pool = TeacherPool(data_fn(train_items, backbone.encode_text), len(train_items), edit_teacher, concept_teacher,
                        teacher_steps, p.pool_size, p.pool_refresh, f.seed)
