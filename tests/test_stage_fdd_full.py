@@ -1,0 +1,118 @@
+"""Stage `fdd` on the full profile (library part): SD 1.5's classes in latent space with its
+VAE, AnimateDiff's MotionAdapter, a ControlNet reading pixels, DINOv2 discriminators reading
+decoded frames, real mp4 clips without a ground truth; all tiny and random (tests/full_profile.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eve_fdd.config import Config
+from eve_fdd.stages import fdd
+
+from full_profile import build_tiny_full, full_stage_inputs
+
+FRAME = 32
+
+
+def full_cfg(models, **fdd_over) -> Config:
+    f = {"iterations": 4, "batch_size": 2, "k": 2, "pool_size": 3, "pool_refresh": 0.34, "teacher_steps": 2, "checkpoint_every": 2,
+         "log_every": 1, "sample_every": 2, "eval_items": 2, "samples": 1, "lora_rank": 2, "sds_only_fraction": 0.5,
+         "discriminator": {"pretrained": str(models["dinov2"]), "image_size": 24, "feature_layers": [1, 2], "head_width": 16,
+                           "head_heads": 2}} | fdd_over
+    return Config(profile="full", videos={"fps": 4, "ingest": {"frames": 4, "stride": 2, "size": FRAME}},
+                  diffusion={"prediction_type": "epsilon", "zero_terminal_snr": False, "inference_steps": 4},
+                  models={"backbone": {"pretrained": str(models["backbone"])}}, fdd=f)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_tiny_full(tmp_path_factory.mktemp("full-models"), frame_size=FRAME)
+
+
+@pytest.fixture(scope="module")
+def inputs(models, tmp_path_factory):
+    return full_stage_inputs(models, tmp_path_factory.mktemp("full-inputs"), full_cfg(models).videos.ingest)
+
+
+def _build(cfg, inputs, tmp_path, variant):
+    return fdd.build(cfg, variant, inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                     inputs["video_dir"], tmp_path / variant, tmp_path / "ckpt" / variant, progress=False)
+
+
+def test_full_variant_trains_its_lora_through_the_vae_and_shows_its_edits(models, inputs, tmp_path):
+    from safetensors.torch import load_file
+
+    out = _build(full_cfg(models), inputs, tmp_path, "full")
+    m = out.metrics
+    assert m["steps"] == 4 and m["eval.ground_truth"] == 0 and m["eval_items"] == 2 and m["skipped.instruction_rejected"] == 1
+    assert m["text.encoded"] > 0 and m["text.truncated"] == 0
+    adversarial = [r for r in out.curve if "adv_edit" in r]
+    assert len(adversarial) == 2 and all(np.isfinite(r["adv_edit"]) and np.isfinite(r["adv_video"]) for r in adversarial)
+    assert all(np.isfinite(r["sds_edit"]) and np.isfinite(r["sds_video"]) for r in out.curve)
+    lora = load_file(tmp_path / "full" / "model" / "lora" / "pytorch_lora_weights.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero: it trained
+    assert (tmp_path / "full" / "samples.png").is_file() and any(p.suffix == ".gif" for p in out.artifacts)
+    gif_rows = [p for p in (tmp_path / "full" / "progress").iterdir()]
+    assert gif_rows  # input | student | edit teacher | video teacher, decoded to pixels
+
+
+def test_random_init_builds_untrained_adapters_like_the_teachers(models, inputs, tmp_path):
+    from diffusers import ControlNetModel
+
+    _build(full_cfg(models, iterations=2), inputs, tmp_path, "random_init")
+    info = json.loads((tmp_path / "random_init" / "model.json").read_text())
+    cn = ControlNetModel.from_pretrained(info["controlnet"])
+    assert tuple(cn.config.conditioning_embedding_out_channels) == (16, 32)  # reads pixels at 2x the latents, as the teacher
+
+
+def test_the_students_edit_differs_from_plug_and_play_on_the_same_noise(models, inputs, tmp_path):
+    from eve_fdd.distill.editor import load_editor
+
+    cfg = full_cfg(models)
+    _build(cfg, inputs, tmp_path, "full")
+    _build(cfg, inputs, tmp_path, "no_align")
+    frames = np.random.default_rng(0).integers(0, 255, (6, FRAME, FRAME, 3), dtype=np.uint8)
+    edits = {}
+    for variant in ("full", "no_align"):
+        editor = load_editor(cfg, tmp_path / variant, inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"])
+        assert editor.size == FRAME and editor.window == 4  # pixels, not the UNet's latent sample size
+        edits[variant] = editor.edit(frames, "make the background orange", "a red square on an orange background", "background",
+                                     seed=3, progress=False)
+    assert edits["full"].shape == frames.shape and edits["full"].dtype == np.uint8
+    assert not np.array_equal(edits["full"], edits["no_align"])
+
+
+def test_bad_parts_are_named_before_training(models, inputs, tmp_path):
+    from eve_fdd.models.adapters import edit_adapter
+    from eve_fdd.models.backbone import load_backbone
+
+    cfg = full_cfg(models)
+    wrong = tmp_path / "edit_adapter"
+    wrong.mkdir()
+    edit_adapter(load_backbone(models["backbone"]).unet, conditioning_channels=(16,)).save_pretrained(wrong / "model")
+    (wrong / "model.json").write_text(json.dumps({"path": str(wrong / "model")}))
+    with pytest.raises(ValueError, match=r"edit adapter.*shrinks its condition image 1x"):
+        fdd.build(cfg, "full", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], wrong, inputs["video_dir"],
+                  tmp_path / "o1", tmp_path / "c1", progress=False)
+    (wrong / "model.json").write_text(json.dumps({"path": str(models["motion"])}))  # a MotionAdapter where a ControlNet belongs
+    with pytest.raises(ValueError, match="could not load a ControlNetModel"):
+        fdd.build(cfg, "full", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], wrong, inputs["video_dir"],
+                  tmp_path / "o2", tmp_path / "c2", progress=False)
+    missing = full_cfg(models, discriminator={"pretrained": str(tmp_path / "no-dino"), "feature_layers": [1, 2]})
+    with pytest.raises(FileNotFoundError, match=r"fdd.discriminator.pretrained: .*no-dino: no such directory"):
+        fdd.build(missing, "full", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                  inputs["video_dir"], tmp_path / "o3", tmp_path / "c3", progress=False)
+    assert not (tmp_path / "c3").exists()  # nothing trained
+
+
+def test_long_captions_are_cut_to_clips_77_tokens_and_counted(models):
+    from eve_fdd.models.registry import build_backbone
+
+    bb = build_backbone(full_cfg(models))
+    emb = bb.encode_text(["a red square " * 60, "a blue square"])
+    assert emb.shape == (2, 77, 32) and torch.isfinite(emb).all()
+    assert bb.text_metrics() == {"text.encoded": 2, "text.truncated": 1}
