@@ -116,3 +116,28 @@ def test_long_captions_are_cut_to_clips_77_tokens_and_counted(models):
     emb = bb.encode_text(["a red square " * 60, "a blue square"])
     assert emb.shape == (2, 77, 32) and torch.isfinite(emb).all()
     assert bb.text_metrics() == {"text.encoded": 2, "text.truncated": 1}
+
+
+def test_every_method_is_edited_in_latents_and_scored_by_the_paper_metrics(models, inputs, tmp_path):
+    from eve_fdd.data import tables
+    from eve_fdd.stages import evaluate
+
+    cfg = full_cfg(models).model_copy(update={"evaluate": Config().evaluate.model_copy(update={"items": 3, "batch_size": 2, "samples": 2})})
+    _build(cfg, inputs, tmp_path / "fdd", "no_align")
+    metric_dir = tmp_path / "metric_models"
+    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
+                       ("xclip", {"path": str(models["xclip"])})):
+        (metric_dir / kind).mkdir(parents=True)
+        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
+                         tmp_path / "fdd", metric_dir)
+    (held,) = [v for v in tables.read_table(tables.VIDEOS, inputs["videos"]) if v["split"] == "test"]
+    for method in ("no_align", "input", "edit_frames", "sdedit_75"):
+        metrics, artifacts = evaluate.build(cfg, method, dirs, tmp_path / "eval" / method, progress=False)
+        assert metrics["items"] == 3 and not any(k.startswith("gt.") for k in metrics)  # real clips: no ground truth
+        for name in ("clip_frame", "pick_score", "viclip_out", "viclip_dir"):
+            assert np.isfinite(metrics[f"paper.{name}.mean"]), (method, name)
+        edits = np.load(tmp_path / "eval" / method / "edits.npy")
+        assert edits.shape == (3, 4, FRAME, FRAME, 3) and edits.dtype == np.uint8
+        if method == "input":  # the input's own pixels, not a VAE round trip
+            assert all(np.array_equal(e, tables.frames_from_row(held)) for e in edits)

@@ -33,7 +33,7 @@ from ..config import FDD_VARIANTS, Config
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
-from ..distill.data import FddItems, data_fn, ground_truth, load_items, to_model_space
+from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
 from ..distill.editor import load_editor
 from ..distill.teachers import ConceptTeacher, EditTeacher
 from ..evaluate import per_task_means
@@ -41,7 +41,8 @@ from ..evaluate.baselines import edit_frames, sdedit
 from ..evaluate.fidelity import psnr_ssim
 from ..evaluate.paper_metrics import MetricModels, load_image_text, load_video_text, paper_metrics
 from ..evaluate.video_edits import video_errors
-from ..models.registry import build_backbone, trained_path
+from ..models.registry import build_backbone, load_pretrained, trained_path
+from ..models.space import check_compatible, pixels_from_uint8
 from ..train.edit_adapter import round_robin
 from ..train.video_adapter import clips_to_uint8
 
@@ -87,28 +88,32 @@ def held_out(cfg: Config, dirs: Dirs) -> FddItems:
 
 
 def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
-    """The method's edit function (EditBatch, generator) -> clips in model space, and the
-    backbone (whose text encoder reads the data points)."""
+    """The method's edit function (EditBatch, generator) -> edited clips in pixels (decoded
+    from the model's space; `input` returns the input's own pixels), and the backbone (whose
+    text encoder reads the data points)."""
     if method in FDD_VARIANTS:
         editor = load_editor(cfg, dirs.fdd / method, dirs.backbone, dirs.edit_adapter, dirs.video_adapter)
-        return editor.edit_batch, editor.backbone
+        return (lambda batch, g: editor.space.decode(editor.edit_batch(batch, g))), editor.backbone
     backbone = build_backbone(cfg, trained_path(dirs.backbone)).freeze()
+    space = backbone.space
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)
     if method == "input":
-        return (lambda batch, g: batch.source.clone()), backbone
+        return (lambda batch, g: batch.condition.clone()), backbone
     if method == "edit_frames":
         from diffusers import ControlNetModel
 
-        teacher = EditTeacher(backbone.unet, ControlNetModel.from_pretrained(trained_path(dirs.edit_adapter)).requires_grad_(False).eval(),
-                              schedule)
-        return (lambda batch, g: edit_frames(teacher, batch, timesteps, g)), backbone
+        key = f"{dirs.edit_adapter}/model.json (the edit adapter)"
+        controlnet = load_pretrained(ControlNetModel, trained_path(dirs.edit_adapter), key).requires_grad_(False).eval()
+        check_compatible(space, backbone.unet, controlnet, key)
+        teacher = EditTeacher(backbone.unet, controlnet, schedule)
+        return (lambda batch, g: space.decode(edit_frames(teacher, batch, timesteps, g))), backbone
     if method.startswith("sdedit_"):
         level = sdedit_level(method)
         with torch.no_grad():
             denoiser = ConceptTeacher(backbone.unet, schedule, cfg.backbone.guidance_scale, backbone.encode_text([""]))
-        return (lambda batch, g: sdedit(denoiser, schedule, batch, timesteps, level, g)), backbone
+        return (lambda batch, g: space.decode(sdedit(denoiser, schedule, batch, timesteps, level, g))), backbone
     raise ValueError(f"evaluate: unknown method {method!r}; expected an FDD variant {list(FDD_VARIANTS)}, "
                      "input, edit_frames or sdedit_<NN>")
 
@@ -127,23 +132,23 @@ def load_metric_models(directory: Path) -> MetricModels:
 
 
 def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels) -> dict[str, float]:
-    """`gt.*` and `paper.*` means per task and overall for uint8 edited clips of `items`."""
+    """`paper.*` means per task and overall for uint8 edited clips of `items`, and `gt.*` where
+    the items have a ground truth (Shapes; the user's own clips have none)."""
+    paper = paper_metrics(models, edited, items.frames, items.input_captions, items.output_captions, cfg.evaluate.metric_batch_size)
+    metrics = {f"paper.{k}": v for k, v in per_task_means(paper, items.tasks).items()}
+    if not has_ground_truth(items):
+        return metrics
     w = cfg.world
     truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample) for i in range(len(items))])
-    gt = video_errors(to_model_space(edited), to_model_space(items.frames), to_model_space(truth)) | psnr_ssim(edited, truth)
-    paper = paper_metrics(models, edited, items.frames, items.input_captions, items.output_captions, cfg.evaluate.metric_batch_size)
-    return ({f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()}
-            | {f"paper.{k}": v for k, v in per_task_means(paper, items.tasks).items()})
+    gt = video_errors(pixels_from_uint8(edited), pixels_from_uint8(items.frames), pixels_from_uint8(truth)) | psnr_ssim(edited, truth)
+    return {f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()} | metrics
 
 
 def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float], list[Path]]:
-    if cfg.profile != "shapes":
-        raise ValueError("evaluate: the full profile has no ground truth and its FDD is not wired yet; "
-                         "only the Shapes profile is evaluated so far (see README, 'Evaluation')")
     items = held_out(cfg, dirs)
     edit, backbone = method_editor(cfg, method, dirs)
     models = load_metric_models(dirs.metric_models)
-    load = data_fn(items, backbone.encode_text)
+    load = data_fn(items, backbone.encode_text, backbone.space)
     g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
     chunks = [list(range(i, min(i + cfg.evaluate.batch_size, len(items)))) for i in range(0, len(items), cfg.evaluate.batch_size)]
     from tqdm.auto import tqdm
@@ -156,7 +161,7 @@ def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = 
     edited_u8 = np.concatenate(edited)
     edit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = {"items": len(items), **score(items, edited_u8, cfg, models)}
+    metrics = {"items": len(items), **score(items, edited_u8, cfg, models), **backbone.text_metrics()}
     metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +175,6 @@ def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = 
         for j in round_robin(items.tasks, n):
             rows += [items.frames[j], edited_u8[j]]
             labels += [f"input: {items.input_captions[j]}", f"{method} | {items.tasks[j]}: {items.instructions[j]}"]
-        contact_sheet(rows, sheet, scale=max(1, 96 // cfg.world.size), captions=labels)
+        contact_sheet(rows, sheet, scale=max(1, 96 // cfg.frame_size), captions=labels)
         artifacts.append(sheet)
     return metrics, artifacts
