@@ -61,6 +61,12 @@ def test_a_task_that_does_not_apply_is_a_reject_row_with_its_reason():
     assert all(r["reason"] == "not_applicable" and "'remove' does not apply" in r["detail"] for r in rejects)
 
 
-def test_full_profile_says_it_has_no_pairs_of_its_own():
-    with pytest.raises(ValueError, match="only the Shapes profile"):
-        make_pairs(Config(profile="full"), range(1))
+def test_full_profile_writes_no_pairs_and_says_the_edit_adapter_is_pretrained(tmp_path):
+    from eve_fdd.data import tables
+    from eve_fdd.stages.edit_pairs import write_outputs
+
+    cfg = Config(profile="full")
+    assert make_pairs(cfg, range(3)) == ([], [])
+    out = write_outputs(cfg, [], [], tmp_path)
+    assert out.metrics["pairs"] == 0 and out.metrics["pretrained_edit_adapter"] == 1
+    assert tables.read_table(tables.EDIT_PAIRS, out.pairs) == []

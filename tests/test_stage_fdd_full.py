@@ -141,3 +141,38 @@ def test_every_method_is_edited_in_latents_and_scored_by_the_paper_metrics(model
         assert edits.shape == (3, 4, FRAME, FRAME, 3) and edits.dtype == np.uint8
         if method == "input":  # the input's own pixels, not a VAE round trip
             assert all(np.array_equal(e, tables.frames_from_row(held)) for e in edits)
+
+
+def test_fdd_personal_aligns_the_edit_adapter_with_the_users_lora_in_latents(models, inputs, tmp_path):
+    from eve_fdd.data import tables
+    from eve_fdd.models.adapters import add_lora
+    from eve_fdd.models.backbone import load_backbone
+    from eve_fdd.stages import fdd_personal
+
+    unet = load_backbone(models["backbone"]).unet
+    torch.manual_seed(1)
+    add_lora(unet, "watercolour", rank=2)
+    with torch.no_grad():  # a LoRA that does something (its B starts at zero)
+        for n, p_ in unet.named_parameters():
+            if "lora_B" in n:
+                p_.normal_(0, 0.05)
+    unet.save_lora_adapter(str(tmp_path / "lora"), adapter_name="watercolour")
+    (tmp_path / "loras").mkdir()
+    (tmp_path / "loras" / "model.json").write_text(json.dumps({"path": str(tmp_path / "lora"), "concept": "watercolour"}))
+    train = [v for v in tables.read_table(tables.VIDEOS, inputs["videos"]) if v["split"] == "train"]
+    rows = [dict(row_id=f"{v['video_id']}/style/watercolour/{i}", set="style", video_id=v["video_id"], task="style",
+                 concept="watercolour", input_caption=v["caption"], instruction="make it a watercolour painting",
+                 output_caption=v["caption"] + ", watercolour painting", edit_spec=None, model="m.gguf", model_sha256="0" * 64,
+                 prompt_version="t", seed=0, attempts=1, raw_output="", status="accepted", reason=None, completion_tokens=0)
+            for i in range(2) for v in train]
+    tables.write_table(tables.INSTRUCTIONS, rows, tmp_path / "subject_style.parquet")
+    cfg = full_cfg(models).model_copy(update={
+        "loras": Config().loras.model_copy(update={"concepts": ("watercolour",), "pretrained": {"watercolour": str(tmp_path / "lora")}}),
+        "fdd_personal": Config().fdd_personal.model_copy(update={"concepts": ("watercolour",), "iterations": 2, "batch_size": 2,
+                                                                 "pool_size": 3, "eval_repeats": 1, "held_out": 0.34, "samples": 2})})
+    out = fdd_personal.build(cfg, "watercolour", tmp_path / "subject_style.parquet", inputs["videos"], inputs["backbone_dir"],
+                             inputs["edit_dir"], tmp_path / "loras", tmp_path / "out", tmp_path / "ckpt", progress=False)
+    m = out.metrics
+    assert m["steps"] == 2 and m["eval.ground_truth"] == 0 and m["eval_items"] == 2 and m["train_items"] == 4
+    assert all(np.isfinite(r["loss"]) for r in out.curve)
+    assert (tmp_path / "out" / "samples.png").is_file() and (tmp_path / "out" / "drawn_inputs.png").is_file()

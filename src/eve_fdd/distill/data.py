@@ -24,7 +24,7 @@ import torch
 
 from ..data import tables
 from ..models.adapters import task_ids
-from ..models.space import pixels_from_uint8
+from ..models.space import PixelSpace, pixels_from_uint8
 from ..train.backbone import to_uint8
 from ..world import EditSpec, Scene, apply_edit, render_video
 from .batch import EditBatch
@@ -116,7 +116,8 @@ def edit_labels(tasks: Sequence[str]) -> torch.Tensor:
 
 def load_concept_items(instructions: str | Path, videos: str | Path, concept: str, size: int, supersample: int) -> FddItems:
     """The accepted subject/style-set instructions (stage `subject_style_instructions`) for
-    `concept`, each with the first frame of its scene rendered, (N, 1, H, W, 3). Rejected rows
+    `concept`, each with the first frame of its scene rendered, (N, 1, H, W, 3) (black for
+    videos without a scene, whose inputs `draw_inputs` makes). Rejected rows
     are counted in `skipped`; none accepted is an error naming the file and the concept."""
     concepts: set[str] = set()
 
@@ -129,7 +130,9 @@ def load_concept_items(instructions: str | Path, videos: str | Path, concept: st
     if not keep:
         raise ValueError(f"{instructions}: no accepted instructions for concept {concept!r} "
                          f"(concepts in the file: {sorted(c for c in concepts if c)}; left out: {dict(skipped)})")
-    return _items(keep, np.stack([render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]), skipped)
+    blank = np.zeros((1, size, size, 3), np.uint8)  # the user's own set: drawn by the LoRA (`draw_inputs`), nothing to render
+    frames = [blank if v["scene"] is None else render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]
+    return _items(keep, np.stack(frames), skipped)
 
 
 def split_items(items: FddItems, held_out: float, seed: int) -> tuple[FddItems, FddItems]:
@@ -144,15 +147,18 @@ def split_items(items: FddItems, held_out: float, seed: int) -> tuple[FddItems, 
 
 @torch.no_grad()
 def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequence[int] | torch.Tensor, seed: int,
-                chunk: int = 32) -> np.ndarray:
+                chunk: int = 32, space: Any = None) -> np.ndarray:
     """Each data point's input image drawn from its input caption by `teacher.draw` (the
-    concept's LoRA, teachers.ConceptTeacher), seeded per data point: (N, 1, H, W, 3) uint8."""
+    concept's LoRA, teachers.ConceptTeacher), seeded per data point, in the model's `space`
+    and decoded: (N, 1, H, W, 3) uint8 at the items' frame size."""
+    space = PixelSpace() if space is None else space
     out = []
-    _, h, w, c = items.frames.shape[1:]
+    _, h, w, _ = items.frames.shape[1:]
+    shape = (space.channels, h // space.scale, w // space.scale)
     for i in range(0, len(items), chunk):
         idx = range(i, min(i + chunk, len(items)))
-        noise = torch.stack([torch.randn(c, h, w, generator=torch.Generator().manual_seed(seed * 1_000_003 + j)) for j in idx])
-        images = teacher.draw(noise, encode_text([items.input_captions[j] for j in idx]), timesteps)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + j)) for j in idx])
+        images = space.decode(teacher.draw(noise, encode_text([items.input_captions[j] for j in idx]), timesteps))
         out.append(to_uint8(images)[:, None])
     return np.concatenate(out)
 

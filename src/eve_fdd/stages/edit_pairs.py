@@ -1,4 +1,5 @@
-"""Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter.
+"""Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter. At full scale
+it writes an empty table and records that the edit adapter is a pretrained ControlNet.
 
 The stand-in for Emu Edit's data (METHOD.md section 2): for each pair a scene from its own
 seed (disjoint from the video set's), one of the seven base tasks (round robin, so every task
@@ -33,12 +34,11 @@ def pair_seed(seed: int, index: int) -> int:
 
 
 def make_pairs(cfg: Config, indices: range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of the edit pairs table for pairs `indices`, and reject rows."""
-    if cfg.profile != "shapes":
-        raise ValueError(
-            "edit_pairs: only the Shapes profile builds its own edit pairs; the full profile's edit adapter "
-            "starts from a ControlNet trained on an instruct-pix2pix style dataset (not built by this stage)"
-        )
+    """Rows of the edit pairs table for pairs `indices`, and reject rows. The full profile builds
+    none: its edit adapter is the ControlNet `edit_adapter.pretrained` names (until this stage
+    ingests an image-edit dataset), and the stage records that (`pretrained_edit_adapter`)."""
+    if cfg.profile == "full":
+        return [], []
     w, rows, rejects = cfg.world, [], []
     for i in indices:
         seed = pair_seed(cfg.seed, i)
@@ -108,7 +108,8 @@ def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: P
         contact_sheet([np.stack([image(r, "input_image"), image(r, "output_image")]) for r in picked], sheet,
                       scale=max(1, 96 // cfg.world.size), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
         samples.append(sheet)
-    return Outputs(pairs, rejected, samples, summarize(rows, rejects))
+    metrics = summarize(rows, rejects) | {"pretrained_edit_adapter": int(cfg.profile == "full")}
+    return Outputs(pairs, rejected, samples, metrics)
 
 
 def _one_per_task(rows: list[dict], count: int) -> list[dict]:

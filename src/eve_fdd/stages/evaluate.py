@@ -47,7 +47,7 @@ from ..train.edit_adapter import round_robin
 from ..train.video_adapter import clips_to_uint8
 
 # what dvc.yaml declares (not evaluate.baselines: adding a baseline reruns no other method)
-PARAMS = ("profile", "seed", "world", "diffusion", "video_adapter.heads", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
+PARAMS = ("profile", "seed", "world", "videos.ingest.frames", "videos.ingest.size", "diffusion", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
           "evaluate.metric_batch_size", "evaluate.samples")
 BASELINE_PARAMS = PARAMS + ("backbone.guidance_scale",)
 Edit = Callable[[EditBatch, torch.Generator], torch.Tensor]

@@ -46,7 +46,7 @@ from ..train.video_adapter import clips_to_uint8
 
 STAGE = "fdd"
 # what dvc.yaml declares: every fdd knob but the variant list (adding a variant reruns no other)
-PARAMS = ("profile", "seed", "world", "videos.fps", "diffusion", "edit_adapter.conditioning_channels", "video_adapter.heads",
+PARAMS = ("profile", "seed", "world", "videos.fps", "videos.ingest.frames", "videos.ingest.size", "diffusion",
           *(f"fdd.{k}" for k in FddConfig.model_fields if k != "variants"))
 LORA = "fdd"
 
