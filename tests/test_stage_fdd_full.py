@@ -118,11 +118,15 @@ def test_long_captions_are_cut_to_clips_77_tokens_and_counted(models):
     assert bb.text_metrics() == {"text.encoded": 2, "text.truncated": 1}
 
 
-def test_every_method_is_edited_in_latents_and_scored_by_the_paper_metrics(models, inputs, tmp_path):
+def test_every_method_is_edited_in_latents_scored_by_the_paper_metrics_and_reported(models, inputs, tmp_path):
+    from eve_fdd import tracking
     from eve_fdd.data import tables
-    from eve_fdd.stages import evaluate
+    from eve_fdd.stages import evaluate, report
 
-    cfg = full_cfg(models).model_copy(update={"evaluate": Config().evaluate.model_copy(update={"items": 3, "batch_size": 2, "samples": 2})})
+    methods = ("no_align", "input", "edit_frames", "sdedit_75")
+    cfg = full_cfg(models).model_copy(update={
+        "evaluate": Config().evaluate.model_copy(update={"items": 3, "batch_size": 2, "samples": 2, "baselines": methods[1:]})})
+    cfg = cfg.model_copy(update={"fdd": cfg.fdd.model_copy(update={"variants": ("no_align",)})})
     _build(cfg, inputs, tmp_path / "fdd", "no_align")
     metric_dir = tmp_path / "metric_models"
     for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
@@ -132,8 +136,9 @@ def test_every_method_is_edited_in_latents_and_scored_by_the_paper_metrics(model
     dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
                          tmp_path / "fdd", metric_dir)
     (held,) = [v for v in tables.read_table(tables.VIDEOS, inputs["videos"]) if v["split"] == "test"]
-    for method in ("no_align", "input", "edit_frames", "sdedit_75"):
+    for method in methods:
         metrics, artifacts = evaluate.build(cfg, method, dirs, tmp_path / "eval" / method, progress=False)
+        tracking.write_metrics(metrics, tmp_path / "metrics" / f"{method}.json")
         assert metrics["items"] == 3 and not any(k.startswith("gt.") for k in metrics)  # real clips: no ground truth
         for name in ("clip_frame", "pick_score", "viclip_out", "viclip_dir"):
             assert np.isfinite(metrics[f"paper.{name}.mean"]), (method, name)
@@ -141,6 +146,11 @@ def test_every_method_is_edited_in_latents_and_scored_by_the_paper_metrics(model
         assert edits.shape == (3, 4, FRAME, FRAME, 3) and edits.dtype == np.uint8
         if method == "input":  # the input's own pixels, not a VAE round trip
             assert all(np.array_equal(e, tables.frames_from_row(held)) for e in edits)
+    report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "eval", tmp_path / "report", tmp_path / "no-seeds.json",
+                 tmp_path / "plots", tmp_path / "fdd-metrics")
+    text = (tmp_path / "report" / "tables.md").read_text()
+    assert "Full profile" in text and "PickScore" in text and "changed err" not in text  # the columns this profile has
+    assert len(list((tmp_path / "report" / "grids").glob("item-*.gif"))) == 2
 
 
 def test_fdd_personal_aligns_the_edit_adapter_with_the_users_lora_in_latents(models, inputs, tmp_path):

@@ -53,18 +53,26 @@ def load_metrics(metrics_dir: Path, methods: Sequence[str]) -> dict[str, dict[st
     return out
 
 
+def present_columns(metrics: dict[str, dict[str, float]], methods: Sequence[str]) -> tuple[tuple[str, str, bool], ...]:
+    """The columns some method has: every one on Shapes; the paper's metrics only on the full
+    profile, whose clips have no ground truth."""
+    return tuple(c for c in COLUMNS if any(c[0] in metrics[m] for m in methods))
+
+
 def table(metrics: dict[str, dict[str, float]], methods: Sequence[str]) -> str:
-    """A markdown table, one row per method, the best value of each column in bold."""
-    head = "| method | " + " | ".join(title for _, title, _ in COLUMNS) + " |"
-    rule = "| --- |" + " ---: |" * len(COLUMNS)
+    """A markdown table, one row per method, a column per metric some method has, the best
+    value of each column in bold."""
+    columns = present_columns(metrics, methods)
+    head = "| method | " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "| --- |" + " ---: |" * len(columns)
     best = {}
-    for key, _, higher in COLUMNS:
+    for key, _, higher in columns:
         values = [metrics[m][key] for m in methods if key in metrics[m]]
         best[key] = (max if higher else min)(values) if values else None
     rows = []
     for m in methods:
         cells = []
-        for key, _, _ in COLUMNS:
+        for key, _, _ in columns:
             v = metrics[m].get(key)
             text = "–" if v is None else f"{v:.4f}"
             cells.append(f"**{text}**" if v is not None and v == best[key] else text)
@@ -132,9 +140,13 @@ def bar_figure(metrics: dict[str, dict[str, float]], methods: Sequence[str], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(3, 3, figsize=(15, 11))
+    columns = present_columns(metrics, methods)
+    rows = max(1, -(-len(columns) // 3))
+    fig, axes = plt.subplots(rows, 3, figsize=(15, 3.7 * rows), squeeze=False)
     names = [label(m) for m in methods]
-    for ax, (key, title, _) in zip(axes.flat, COLUMNS):
+    for ax in axes.flat[len(columns):]:
+        ax.set_visible(False)
+    for ax, (key, title, _) in zip(axes.flat, columns):
         values = [metrics[m].get(key, np.nan) for m in methods]
         ax.barh(names, values, color=["tab:blue" if m == "full" else "tab:gray" for m in methods])
         ax.set_title(title)

@@ -4,7 +4,7 @@ from stages `evaluate` and `baselines`, written under `report/`:
 - `tables.md`: the ablation table (Table 2 analogue) with, where `results/fdd_seeds.json` has
   other seeds, mean ± sd over them; the baseline table (Table 1 analogue);
 - `metrics.png`: a bar per method for every column;
-- `grids/item-NN.gif` and `grid.png`: input | ground truth | each method, for a few held-out
+- `grids/item-NN.gif` and `grid.png`: input | ground truth (Shapes) | each method, for a few held-out
   data points (evaluate.samples, spread over the tasks);
 and `plots/report/methods.json` (a row per method, every column), a DVC plot (`dvc plots show`).
 """
@@ -18,13 +18,13 @@ import numpy as np
 
 from ..config import Config
 from ..data.video import contact_sheet, write_gif
-from ..distill.data import ground_truth
+from ..distill.data import ground_truth, has_ground_truth
 from ..evaluate import report
 from ..train.edit_adapter import round_robin
 from .evaluate import Dirs, held_out
 
 STAGE = "report"
-PARAMS = ("profile", "world", "videos.fps", "fdd.variants", "evaluate")
+PARAMS = ("profile", "world", "videos.fps", "videos.ingest.size", "fdd.variants", "evaluate")
 SEEDS = Path("results/fdd_seeds.json")
 FDD_METRICS = Path("metrics/fdd")  # each variant's current `setup`: only its seed runs are averaged
 
@@ -49,10 +49,12 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
         raise ValueError("report: fdd.variants and evaluate.baselines are both empty; nothing to report")
     metrics = report.load_metrics(metrics_dir, everything)
     seed_runs, left_out = report.current_setup(report.load_seeds(seeds), report.load_setups(fdd_metrics, variants))
-    parts = ["# Reproduction report (Shapes profile)", "",
+    truth = any(k.startswith("gt.") for m in everything for k in metrics[m])
+    parts = [f"# Reproduction report ({cfg.profile.capitalize()} profile)", "",
              f"Held-out data points: {metrics[everything[0]]['items']:.0f} (test-split videos, spread over the tasks); "
-             "errors on [0, 1] pixels over frames 1.. (frame 0 of an FDD edit is the edit teacher's). "
-             "Written by `dvc repro report` from metrics/evaluate/*.json.", ""]
+             + ("errors on [0, 1] pixels over frames 1.. (frame 0 of an FDD edit is the edit teacher's). " if truth else
+                "the clips have no ground truth: the paper's automatic metrics only. ")
+             + "Written by `dvc repro report` from metrics/evaluate/*.json.", ""]
     if variants:
         parts += ["## Ablations (paper Table 2 analogue)", "", report.table(metrics, variants), ""]
         if any(v in seed_runs for v in variants):
@@ -90,17 +92,19 @@ def grids(cfg: Config, dirs: Dirs, evaluate_dir: Path, methods_: list[str], out_
                              f"rerun `dvc repro evaluate baselines`")
         edits[m] = np.load(evaluate_dir / m / "edits.npy", allow_pickle=False)
     w = cfg.world
+    truth_known = has_ground_truth(items)
     rows, labels, paths = [], [], []
-    scale = max(1, 96 // w.size)
+    scale = max(1, 96 // cfg.frame_size)
     (out_dir / "grids").mkdir(parents=True, exist_ok=True)
     for k, j in enumerate(round_robin(items.tasks, n)):
-        truth = ground_truth(items, j, w.frames, w.size, w.supersample)
-        clips = [items.frames[j], truth, *(edits[m][j] for m in methods_)]
+        truth = [ground_truth(items, j, w.frames, w.size, w.supersample)] if truth_known else []
+        clips = [items.frames[j], *truth, *(edits[m][j] for m in methods_)]
         gif = out_dir / "grids" / f"item-{k:02d}.gif"
         write_gif(np.concatenate(clips, axis=2), gif, fps=cfg.videos.fps, scale=scale)
         paths.append(gif)
         rows += clips
-        labels += [f"{items.tasks[j]}: {items.instructions[j]}", "ground truth", *(report.label(m) for m in methods_)]
+        labels += [f"{items.tasks[j]}: {items.instructions[j]}", *(["ground truth"] if truth_known else []),
+                   *(report.label(m) for m in methods_)]
     sheet = out_dir / "grid.png"
     contact_sheet(rows, sheet, scale=scale, captions=labels)
     return [sheet, *paths]
