@@ -417,3 +417,27 @@ def test_fdd_aligns_a_concept_lora_on_images_with_its_own_discriminator(schedule
     assert all(p.grad is None for p in cn.parameters()) and all(p.grad is None for p in bb.unet.parameters())
     d_loss, d_logs = fdd.discriminator_step(drawn, fake, edit_real, concept_real)
     assert torch.isfinite(d_loss) and "concept.d_real_acc" in d_logs and "edit.d_fake_acc" in d_logs
+
+
+def test_guidance_is_uncond_plus_scale_times_the_difference_for_the_video_teacher_and_the_student(schedule):
+    bb, cn, motion, batch = _parts()
+    empty = bb.encode_text([""])
+    x, t = torch.randn(batch.source.shape, generator=torch.Generator().manual_seed(4)), torch.tensor([500, 300])
+    plain = VideoTeacher(motion, schedule)
+    guided = plain.__class__(motion, schedule, 3.0, empty)
+    cond = plain.output(x, t, batch)
+    uncond = plain.output(x, t, EditBatch(batch.source, empty.expand(2, -1, -1), batch.instruction_emb, batch.tasks, batch.first))
+    torch.testing.assert_close(guided.output(x, t, batch), uncond + 3.0 * (cond - uncond))
+    unguided = guided.with_guidance(1.0)
+    assert unguided.guidance_scale == 1.0 and guided.guidance_scale == 3.0 and unguided.model is guided.model  # same modules
+    torch.testing.assert_close(unguided.output(x, t, batch), cond)
+    with pytest.raises(ValueError, match="needs empty_emb"):
+        plain.with_guidance(3.0)
+    student = Student(motion, cn, schedule, lora_rank=2)
+    with torch.no_grad():
+        s_cond = student.output(x, t, batch)
+        s_uncond = student.output(x, t, EditBatch(batch.source, empty.expand(2, -1, -1), empty.expand(2, -1, -1), batch.tasks, batch.first))
+        s_guided = student.guide(2.0, empty).output(x, t, batch)
+    torch.testing.assert_close(s_guided, s_uncond + 2.0 * (s_cond - s_uncond))
+    with pytest.raises(ValueError, match="empty_emb"):
+        student.guide(2.0, None)

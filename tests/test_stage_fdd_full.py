@@ -60,10 +60,12 @@ def test_full_variant_trains_its_lora_through_the_vae_and_shows_its_edits(models
     assert gif_rows  # input | student | edit teacher | video teacher, decoded to pixels
 
 
-def test_random_init_builds_untrained_adapters_like_the_teachers(models, inputs, tmp_path):
+def test_random_init_builds_untrained_adapters_like_the_teachers_and_guidance_runs(models, inputs, tmp_path):
     from diffusers import ControlNetModel
 
-    _build(full_cfg(models, iterations=2), inputs, tmp_path, "random_init")
+    out = _build(full_cfg(models, iterations=2, teacher_guidance=3.0, sds_guidance=2.0, inference_guidance=1.5), inputs, tmp_path,
+                 "random_init")
+    assert all(np.isfinite(r["loss"]) for r in out.curve)
     info = json.loads((tmp_path / "random_init" / "model.json").read_text())
     cn = ControlNetModel.from_pretrained(info["controlnet"])
     assert tuple(cn.config.conditioning_embedding_out_channels) == (16, 32)  # reads pixels at 2x the latents, as the teacher

@@ -302,6 +302,12 @@ class FddConfig(Section):
     pool_size: int = Field(32, ge=1, description="data points held with their teacher samples")
     pool_refresh: float = Field(0.01, ge=0, le=1, description="share of the pool replaced per iteration, on average")
     teacher_steps: int = Field(12, ge=1, description="DDIM steps of the teachers' samples in the pool")
+    # classifier-free guidance (ours: the paper gives none; SD 1.5 needs it for usable samples, e.g. 7.5; 1 = off)
+    teacher_guidance: float = Field(1.0, ge=1, description="the teachers' samples: the pool's (the discriminators' real samples, "
+                                    "the edited first frames) and the edited first frame at inference and in edit_frames")
+    sds_guidance: float = Field(1.0, ge=1, description="the teachers' predictions SDS distils (its targets)")
+    inference_guidance: float = Field(1.0, ge=1, description="the student at inference (evaluation, eve-fdd edit): its "
+                                      "prediction against its prediction with empty texts; training never guides the student")
     discriminator: DiscriminatorConfig = DiscriminatorConfig()
     checkpoint_every: int = Field(50, ge=1)
     log_every: int = Field(5, ge=1)

@@ -132,7 +132,9 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
         student_cn = load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)")
     else:
         unet, student_cn = load_video_adapter(backbone.unet, trained_path(video_dir)), teacher_cn
-    student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"])
+    with torch.no_grad():
+        empty = backbone.encode_text([""])
+    student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"]).guide(cfg.fdd.inference_guidance, empty)
     student.unet.requires_grad_(False).eval()
     student.controlnet.requires_grad_(False).eval()
     size = backbone.frame_size  # pixels: the UNet's sample size times the VAE's scale (1 in pixel space)
@@ -140,7 +142,7 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
         key = "videos.ingest.size" if cfg.profile == "full" else "world.size"
         raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "
                          f"{key}={cfg.frame_size}; use the params the model was trained with")
-    return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule), backbone,
+    return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule, cfg.fdd.teacher_guidance, empty), backbone,
                        inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.clip_frames, size)
 
 

@@ -26,6 +26,7 @@ import torch
 from ..diffusion import NoiseSchedule, ddim_sample
 from ..models.adapters import EditVideoModel, add_lora, load_lora, motion_parameters, with_first_frame
 from .batch import EditBatch
+from .teachers import guided
 
 TRAINABLE = ("lora", "all")
 
@@ -56,6 +57,15 @@ class Student:
         self.lora_name = lora_name
         self.trainable = trainable
         self.first_frame = first_frame  # frame 0 is the edited first frame, not the student's
+        self.guidance_scale, self.empty_emb = 1.0, None  # training never guides the student (`guide` for inference)
+
+    def guide(self, scale: float, empty_emb: torch.Tensor | None) -> "Student":
+        """Classifier-free guidance at inference: the prediction against the prediction with the
+        caption and instruction empty (`empty_emb`, the encoded ""), input video and task kept."""
+        if scale != 1.0 and empty_emb is None:
+            raise ValueError("Student: guidance != 1 needs empty_emb (the encoded empty text)")
+        self.guidance_scale, self.empty_emb = scale, empty_emb
+        return self
 
     @property
     def scored(self) -> slice:
@@ -80,7 +90,11 @@ class Student:
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
         if self.first_frame:
             x_t = with_first_frame(x_t, batch.needs_first())
-        return self.model(x_t, t, batch.caption_emb, batch.instruction_emb, batch.condition, batch.tasks)
+        cond = self.model(x_t, t, batch.caption_emb, batch.instruction_emb, batch.condition, batch.tasks)
+        if self.guidance_scale == 1.0:
+            return cond
+        empty = self.empty_emb.expand(x_t.shape[0], *self.empty_emb.shape[1:])
+        return guided(cond, self.model(x_t, t, empty, empty, batch.condition, batch.tasks), self.guidance_scale)
 
     def generate(self, noise: torch.Tensor, batch: EditBatch, timesteps: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """The edited clip x'_0 (B, C, F, H, W) from `noise` by DDIM over `timesteps`

@@ -60,6 +60,14 @@ def guided(cond: torch.Tensor, uncond: torch.Tensor | None, scale: float) -> tor
     return cond if uncond is None or scale == 1.0 else uncond + scale * (cond - uncond)
 
 
+def _guided_copy(teacher: Any, scale: float) -> Any:
+    if scale != 1.0 and teacher.empty_emb is None:
+        raise ValueError(f"{type(teacher).__name__}: guidance {scale} needs empty_emb (the encoded empty text)")
+    other = copy.copy(teacher)
+    other.guidance_scale = scale
+    return other
+
+
 class _FromOutput:
     """x̂0 and DDIM samples of a teacher that defines `output(x_t, t, batch)`."""
 
@@ -97,6 +105,10 @@ class EditTeacher(_FromOutput):
         self.guidance_scale = guidance_scale
         self.empty_emb = empty_emb
 
+    def with_guidance(self, scale: float) -> "EditTeacher":
+        """The same teacher (same modules) at another guidance scale."""
+        return _guided_copy(self, scale)
+
     @torch.no_grad()
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch, source: torch.Tensor | None = None) -> torch.Tensor:
         """The model output (the schedule's prediction type) at clips or images x_t; `source`
@@ -117,21 +129,34 @@ class EditTeacher(_FromOutput):
 
 
 class VideoTeacher:
-    """Backbone + temporal layers on whole clips, first-frame conditioned, LoRA off."""
+    """Backbone + temporal layers on whole clips, first-frame conditioned, LoRA off.
+    `guidance_scale` > 1: classifier-free guidance on the caption (against `empty_emb`)."""
 
     role = "video"
     needs_first = True  # the pool makes the edited first frame it is conditioned on
 
-    def __init__(self, unet: Any, schedule: NoiseSchedule):
+    def __init__(self, unet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0, empty_emb: torch.Tensor | None = None):
         if type(unet).__name__ != "UNetMotionModel":
             raise ValueError(f"VideoTeacher: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
+        if guidance_scale != 1.0 and empty_emb is None:
+            raise ValueError("VideoTeacher: guidance_scale != 1 needs empty_emb (the encoded empty text)")
         self.model = EditVideoModel(unet)
         self.schedule = schedule
+        self.guidance_scale = guidance_scale
+        self.empty_emb = empty_emb
+
+    def with_guidance(self, scale: float) -> "VideoTeacher":
+        """The same teacher (same modules) at another guidance scale."""
+        return _guided_copy(self, scale)
 
     @torch.no_grad()
     def output(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
+        x_t = with_first_frame(x_t, batch.needs_first())
         with lora_off(self.model.unet):
-            return self.model(with_first_frame(x_t, batch.needs_first()), t, batch.caption_emb)
+            cond = self.model(x_t, t, batch.caption_emb)
+            if self.guidance_scale == 1.0:
+                return cond
+            return guided(cond, self.model(x_t, t, self.empty_emb.expand(x_t.shape[0], *self.empty_emb.shape[1:])), self.guidance_scale)
 
     @torch.no_grad()
     def x0(self, x_t: torch.Tensor, t: torch.Tensor, batch: EditBatch) -> torch.Tensor:
@@ -156,6 +181,10 @@ class ConceptTeacher(_FromOutput):
 
     role = "concept"
     needs_first = False
+
+    def with_guidance(self, scale: float) -> "ConceptTeacher":
+        """The same teacher (same modules) at another guidance scale."""
+        return _guided_copy(self, scale)
 
     def __init__(self, unet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0, empty_emb: torch.Tensor | None = None):
         if type(unet).__name__ == "UNetMotionModel":

@@ -47,7 +47,8 @@ from ..train.edit_adapter import round_robin
 from ..train.video_adapter import clips_to_uint8
 
 # what dvc.yaml declares (not evaluate.baselines: adding a baseline reruns no other method)
-PARAMS = ("profile", "seed", "world", "videos.ingest.frames", "videos.ingest.size", "diffusion", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
+PARAMS = ("profile", "seed", "world", "videos.ingest.frames", "videos.ingest.size", "diffusion", "fdd.teacher_guidance",
+          "fdd.inference_guidance", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
           "evaluate.metric_batch_size", "evaluate.samples")
 BASELINE_PARAMS = PARAMS + ("backbone.guidance_scale",)
 Edit = Callable[[EditBatch, torch.Generator], torch.Tensor]
@@ -107,7 +108,8 @@ def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
         key = f"{dirs.edit_adapter}/model.json (the edit adapter)"
         controlnet = load_pretrained(ControlNetModel, trained_path(dirs.edit_adapter), key).requires_grad_(False).eval()
         check_compatible(space, backbone.unet, controlnet, key)
-        teacher = EditTeacher(backbone.unet, controlnet, schedule)
+        with torch.no_grad():
+            teacher = EditTeacher(backbone.unet, controlnet, schedule, cfg.fdd.teacher_guidance, backbone.encode_text([""]))
         return (lambda batch, g: space.decode(edit_frames(teacher, batch, timesteps, g))), backbone
     if method.startswith("sdedit_"):
         level = sdedit_level(method)

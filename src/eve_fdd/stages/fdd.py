@@ -84,7 +84,11 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     teacher_unet = load_video_adapter(backbone.unet, motion_source).requires_grad_(False).eval()
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
-    edit_teacher, video_teacher = EditTeacher(backbone.unet, controlnet, schedule), VideoTeacher(teacher_unet, schedule)
+    with torch.no_grad():
+        empty = backbone.encode_text([""])
+    # the teachers as SDS reads them (fdd.sds_guidance); their samples use fdd.teacher_guidance
+    edit_teacher = EditTeacher(backbone.unet, controlnet, schedule, f.sds_guidance, empty)
+    video_teacher = VideoTeacher(teacher_unet, schedule, f.sds_guidance, empty)
     if variants.student_trainable(variant) == "all":  # random_init: untrained adapters of the teachers' architectures
         channels = tuple(controlnet.config.conditioning_embedding_out_channels)
         student = Student(untrained_video_adapter(backbone.unet, motion_source), edit_adapter(backbone.unet, channels), schedule,
@@ -104,7 +108,8 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
         d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.clip_frames,
                                          feature_network(cfg))
         fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings, space)
-        pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items), edit_teacher, video_teacher,
+        pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items),
+                           edit_teacher.with_guidance(f.teacher_guidance), video_teacher.with_guidance(f.teacher_guidance),
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
         samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=sheet_scale(backbone), space=space)
         result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, run_fingerprint, progress, on_log,
@@ -117,7 +122,9 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     student.controlnet.requires_grad_(False)
     _save(student, variant, out_dir)
 
-    found, sheet_rows, labels, per_row = evaluate(student, edit_teacher, backbone, scheduler, test_items, cfg)
+    student.guide(f.inference_guidance, empty)
+    found, sheet_rows, labels, per_row = evaluate(student, edit_teacher.with_guidance(f.teacher_guidance), backbone, scheduler,
+                                                  test_items, cfg)
     metrics.update(found)
     metrics.update(backbone.text_metrics())
     artifacts = [out_dir / "model.json", *progress_files]
