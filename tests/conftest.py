@@ -181,6 +181,27 @@ def smoke_project(root: Path, dest: Path, tweak=None):
 
 
 @pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One Prefect server for the session's `dvc repro` runs: the environment that points their
+    flows at it. Without it every stage's flow starts (and stops) a temporary server of its own,
+    5-15 s each on this machine."""
+    import socket
+
+    from flows.serve import start_server, stop
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path_factory.mktemp("prefect-session")
+    server = start_server("127.0.0.1", port, home)
+    try:
+        yield {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_HOME": str(home),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    finally:
+        stop(server)
+
+
+@pytest.fixture(scope="session")
 def smoke_repro(tmp_path_factory):
     """One real `dvc repro` of a smoke project, shared by the end-to-end and the services tests
     (it is the slowest step of `make test`). Returns (dest, env, output of the repro, pristine):
