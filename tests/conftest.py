@@ -202,7 +202,7 @@ def prefect_api(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_repro(tmp_path_factory):
+def smoke_repro(tmp_path_factory, prefect_api):
     """One real `dvc repro` of a smoke project, shared by the end-to-end and the services tests
     (it is the slowest step of `make test`). Returns (dest, env, output of the repro, pristine):
     `dest` is the project the end-to-end tests check and then change; `pristine` is a copy made
@@ -211,6 +211,7 @@ def smoke_repro(tmp_path_factory):
     import shutil
 
     dest, env = smoke_project(ROOT, tmp_path_factory.mktemp("smoke") / "project")
+    env = dict(env, **prefect_api)
     proc = sh(["dvc", "repro"], dest, env)
     pristine = tmp_path_factory.mktemp("smoke-pristine") / "project"
     top = {"mlflow.db", "mlruns"}

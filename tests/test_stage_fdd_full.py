@@ -188,3 +188,41 @@ def test_fdd_personal_aligns_the_edit_adapter_with_the_users_lora_in_latents(mod
     assert m["steps"] == 2 and m["eval.ground_truth"] == 0 and m["eval_items"] == 2 and m["train_items"] == 4
     assert all(np.isfinite(r["loss"]) for r in out.curve)
     assert (tmp_path / "out" / "samples.png").is_file() and (tmp_path / "out" / "drawn_inputs.png").is_file()
+
+
+def test_a_benchmark_in_tgve_layout_is_scored_with_its_missing_videos_counted(models, inputs, tmp_path):
+    import csv
+
+    from eve_fdd.data import tables
+    from eve_fdd.stages import evaluate
+
+    bench = tmp_path / "benchmark"
+    (bench / "videos").mkdir(parents=True)
+    shutil_copy = __import__("shutil").copy
+    for name in ("red_right.mp4", "green_down.mp4"):
+        shutil_copy(models["clips"] / name, bench / "videos" / name)
+    with (bench / "tgve.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Video name", "Our GT caption", "Style Change Caption", "Object Change Caption", "Background Change Caption",
+                    "Multiple Changes Caption", "Remove Instruction", "Remove Caption"])
+        w.writerow(["red_right", "a red square moving right on a blue background", "a red square in van gogh style",
+                    "a red ball moving right on a blue background", "a red square moving right on a beach", "a ball on a beach",
+                    "remove the square", "a blue background"])
+        w.writerow(["green_down", "a green square moving down on a white background", "a green square, watercolour", "", "", "", "", ""])
+        w.writerow(["not_there", "a clip that is not in the folder", "an oil painting", "", "", "", "", ""])
+    metric_dir = tmp_path / "metric_models"
+    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
+                       ("xclip", {"path": str(models["xclip"])})):
+        (metric_dir / kind).mkdir(parents=True)
+        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    base = full_cfg(models)
+    cfg = base.model_copy(update={"evaluate": base.evaluate.model_copy(update={
+        "samples": 1, "benchmark": base.evaluate.benchmark.model_copy(update={"dir": str(bench), "csv": "tgve.csv", "videos": "videos"})})})
+    dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
+                         tmp_path / "fdd", metric_dir)
+    metrics, _ = evaluate.build(cfg, "sdedit_75", dirs, tmp_path / "out", progress=False)
+    assert metrics["items"] == 6 and metrics["skipped.benchmark_missing_video"] == 1  # 5 + 1 items; the missing video counted
+    assert np.isfinite(metrics["paper.pick_score.mean"]) and np.isfinite(metrics["paper.pick_score.remove"])
+    (reject,) = tables.read_table(tables.REJECTS, tmp_path / "out" / "benchmark_rejects.parquet")
+    assert reject["reason"] == "missing_video" and "not_there" in reject["item"]
+    assert np.load(tmp_path / "out" / "edits.npy").shape == (6, 4, FRAME, FRAME, 3)

@@ -363,6 +363,14 @@ class MetricModelsConfig(Section):
     eval_scenes: int = Field(280, ge=1, description="held-out scenes (with one edit each) of the check")
 
 
+class BenchmarkConfig(Section):
+    """A benchmark in TGVE's layout (data/benchmark.py) scored instead of the video set's held-out clips."""
+
+    dir: str = Field("raw/benchmark", description="folder of the benchmark (a DVC dependency of the evaluation)")
+    csv: str = Field("", description="its CSV inside `dir`, in TGVE / TGVE+ layout; empty: score the video set's held-out clips")
+    videos: str = Field(".", description="the clips' folder inside `dir`")
+
+
 class EvaluateConfig(Section):
     """Stages `evaluate` (foreach FDD variant) and `baselines`: held-out edits scored by the
     Shapes ground truth and the paper's automatic metrics (METHOD.md section 7)."""
@@ -374,6 +382,7 @@ class EvaluateConfig(Section):
     batch_size: int = Field(8, ge=1, description="clips edited at once")
     metric_batch_size: int = Field(16, ge=1, description="clips scored at once by the paper's metrics")
     samples: int = Field(8, ge=0, description="input | edited rows on each method's contact sheet")
+    benchmark: BenchmarkConfig = BenchmarkConfig()
 
 
 class TrackingConfig(Section):

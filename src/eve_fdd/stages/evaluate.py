@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 
 from ..config import FDD_VARIANTS, Config
+from ..data import tables
+from ..data.benchmark import read_benchmark
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
@@ -47,9 +50,9 @@ from ..train.edit_adapter import round_robin
 from ..train.video_adapter import clips_to_uint8
 
 # what dvc.yaml declares (not evaluate.baselines: adding a baseline reruns no other method)
-PARAMS = ("profile", "seed", "world", "videos.ingest.frames", "videos.ingest.size", "diffusion", "fdd.teacher_guidance",
+PARAMS = ("profile", "seed", "world", "videos.ingest", "diffusion", "fdd.teacher_guidance",
           "fdd.inference_guidance", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
-          "evaluate.metric_batch_size", "evaluate.samples")
+          "evaluate.metric_batch_size", "evaluate.samples", "evaluate.benchmark")
 BASELINE_PARAMS = PARAMS + ("backbone.guidance_scale",)
 Edit = Callable[[EditBatch, torch.Generator], torch.Tensor]
 
@@ -82,10 +85,31 @@ class Dirs:
 
 
 def held_out(cfg: Config, dirs: Dirs) -> FddItems:
+    """What the methods edit: the benchmark of `evaluate.benchmark` when it names a CSV (all of
+    its items; its rejects counted in `skipped`), else `evaluate.items` held-out data points of
+    the video set, spread over the tasks."""
+    if cfg.evaluate.benchmark.csv:
+        return benchmark_items(cfg)[0]
     items = load_items(dirs.instructions, dirs.videos, "test")
     if not len(items):
         raise ValueError(f"{dirs.instructions}: no accepted instruction on a test-split video; nothing to evaluate")
     return items.take(round_robin(items.tasks, cfg.evaluate.items))
+
+
+def benchmark_items(cfg: Config) -> tuple[FddItems, list[dict]]:
+    """The benchmark's items as data points (no scene: scored by the paper's metrics) and its rejects."""
+    b = cfg.evaluate.benchmark
+    root = Path(b.dir)
+    found, rejects = read_benchmark(root / b.csv, root / b.videos, cfg.videos.ingest, stage="evaluate")
+    if not found:
+        raise ValueError(f"{root / b.csv}: no usable item ({len(rejects)} rejected: "
+                         f"{dict(Counter(r['reason'] for r in rejects))}); nothing to evaluate")
+    items = FddItems(row_ids=[i.row_id for i in found], video_ids=[i.video_id for i in found], tasks=[i.task for i in found],
+                     instructions=[i.instruction for i in found], input_captions=[i.input_caption for i in found],
+                     output_captions=[i.output_caption for i in found], edit_specs=[None] * len(found), scenes=[None] * len(found),
+                     frames=np.stack([i.frames for i in found]),
+                     skipped={f"benchmark_{k}": v for k, v in Counter(r["reason"] for r in rejects).items()})
+    return items, rejects
 
 
 def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
@@ -147,7 +171,7 @@ def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels
 
 
 def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float], list[Path]]:
-    items = held_out(cfg, dirs)
+    items, rejects = benchmark_items(cfg) if cfg.evaluate.benchmark.csv else (held_out(cfg, dirs), [])
     edit, backbone = method_editor(cfg, method, dirs)
     models = load_metric_models(dirs.metric_models)
     load = data_fn(items, backbone.encode_text, backbone.space)
@@ -163,10 +187,13 @@ def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = 
     edited_u8 = np.concatenate(edited)
     edit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = {"items": len(items), **score(items, edited_u8, cfg, models), **backbone.text_metrics()}
+    metrics = {"items": len(items), **score(items, edited_u8, cfg, models), **backbone.text_metrics(),
+               **{f"skipped.{k}": v for k, v in items.skipped.items()}}
     metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.evaluate.benchmark.csv:  # the benchmark's rejects, kept beside the edits
+        tables.write_table(tables.REJECTS, rejects, out_dir / "benchmark_rejects.parquet")
     np.save(out_dir / "edits.npy", edited_u8, allow_pickle=False)
     (out_dir / "items.json").write_text(json.dumps({"method": method, "row_ids": items.row_ids, "tasks": items.tasks}, indent=1) + "\n")
     artifacts = [out_dir / "items.json"]

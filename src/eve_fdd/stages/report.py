@@ -24,7 +24,7 @@ from ..train.edit_adapter import round_robin
 from .evaluate import Dirs, held_out
 
 STAGE = "report"
-PARAMS = ("profile", "world", "videos.fps", "videos.ingest.size", "fdd.variants", "evaluate")
+PARAMS = ("profile", "world", "videos.fps", "videos.ingest", "fdd.variants", "evaluate")
 SEEDS = Path("results/fdd_seeds.json")
 FDD_METRICS = Path("metrics/fdd")  # each variant's current `setup`: only its seed runs are averaged
 
