@@ -5,6 +5,14 @@ down). The FDD student runs only k of them, with gradients through all k. METHOD
 section 4.2: split the T inference timesteps into k equal bins and draw one from each (K-bin),
 so that over training the student sees every step it will take at inference; the ablation
 "w/o K-bin" always uses the same k evenly spread steps.
+
+Without zero terminal SNR (SD 1.5 is an epsilon model, `diffusion.zero_terminal_snr: false`)
+the last timestep is not pure noise: with SD's scaled-linear betas alpha_bar(999) = 0.0047,
+so x_999 keeps sqrt(0.0047) = 6.8% of the clean signal. The sampler, like diffusers' SD
+pipelines, still starts from pure Gaussian noise labelled t = 999 (the first trailing
+inference timestep; the mismatch is that 6.8%), and K-bin's first bin {999, 957, ...} draws
+the student's first step from it as everywhere else; with zero terminal SNR (Shapes)
+alpha_bar(999) = 0 and t = 999 matches pure noise exactly.
 """
 
 from __future__ import annotations
