@@ -58,7 +58,6 @@ def tiny_full_backbone(size: int, seed: int = 0):
     the Shapes text encoder standing in for CLIP's (its cost is outside the FDD iteration)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from eve_fdd.config import TinyBackboneConfig
     from eve_fdd.models.backbone import Backbone
     from eve_fdd.models.text import shapes_tokenizer, tiny_clip_text_encoder
 

@@ -46,31 +46,6 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     return root
 
 
-def run_flow(project: Path, module: str, item: str, params: dict, inputs: dict[str, Path], stage: str | None = None):
-    """`python -m flows.<module> ITEM` as DVC runs it, in `project` holding `inputs` (path under
-    the project -> file or folder to copy) and `params`; returns the MLflow run of DVC stage
-    `<stage>@ITEM` (stage: the module's name unless given) and the client."""
-    import os
-    import shutil
-    import sys
-
-    import yaml
-    from mlflow.tracking import MlflowClient
-
-    for rel, src in inputs.items():
-        dest = project / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        (shutil.copytree if Path(src).is_dir() else shutil.copy)(src, dest)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]), PREFECT_HOME=str(project / ".prefect"))
-    env.pop("MLFLOW_TRACKING_URI", None)
-    sh([sys.executable, "-m", f"flows.{module}", item], project, env, timeout=900)
-    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
-    stage = f"{stage or module}@{item}"
-    (run,) = client.search_runs([client.get_experiment_by_name("eve-fdd-shapes").experiment_id], f"tags.`dvc.stage` = '{stage}'")
-    return run, client
-
-
 def world_instructions(video_rows: list[dict], tasks, speed) -> list[dict]:
     """Instruction-table rows written from the world's own edits of each video's scene (what
     a perfect instruction writer would give; one row rejected, as a real run has some)."""
@@ -152,6 +127,7 @@ def smoke_project(root: Path, dest: Path, tweak=None):
                          ("loras", dict(batch_size=2, eval_samples=2, eval_steps=2, detector_steps=2, detector_renders=8, samples=2))):
         params[stage]["train"].update(steps=3, checkpoint_every=2, log_every=1)
         params[stage].update(extra)
+    params["loras"]["concepts"] = ["star", "sketch"]  # a subject and a style: the stage's path (tests/test_stage_lora.py has the rest)
     params["metric_models"].update(hidden_size=16, layers=1, heads=2, clip_batch_size=2, xclip_batch_size=2, eval_scenes=4)
     for k in ("clip_train", "xclip_train"):
         params["metric_models"][k].update(steps=3, checkpoint_every=2, log_every=1)

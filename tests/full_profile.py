@@ -279,10 +279,10 @@ def full_smoke_params(params: dict, models: dict[str, Path], gguf: Path, concept
     p["loras"].update(concepts=[concept], pretrained={concept: str(models["lora"])})
     p["metric_models"].update(clip=str(models["clip"]), pick=str(models["pick"]), pick_processor=str(models["pick"]),
                               xclip=str(models["xclip"]))
-    p["fdd"].update(variants=["full", "no_align"], iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2,
-                    log_every=1, sample_every=2, eval_items=2, samples=1, lora_rank=2, sds_only_fraction=0.5)
+    p["fdd"].update(variants=["full"], iterations=3, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2,
+                    log_every=1, sample_every=2, eval_items=2, samples=1, lora_rank=2, sds_only_fraction=0.6667)
     p["fdd"]["discriminator"].update(pretrained=str(models["dinov2"]), image_size=24, feature_layers=[1, 2], head_width=16, head_heads=2)
-    p["fdd_personal"].update(concepts=[concept], iterations=2, batch_size=2, pool_size=2, eval_repeats=1, samples=1)
+    p["fdd_personal"].update(concepts=[concept], iterations=3, batch_size=2, pool_size=2, eval_repeats=1, samples=1)
     p["evaluate"].update(baselines=["input", "sdedit_75"], items=2, samples=1, batch_size=2, metric_batch_size=4)
     return p
 

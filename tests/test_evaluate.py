@@ -22,7 +22,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import evaluate, fdd, metric_models
 from eve_fdd.world import random_scene, render_video
 
-from conftest import TINY_BACKBONE, fdd_inputs, run_flow
+from conftest import TINY_BACKBONE, fdd_inputs
 
 TRAIN = {"steps": 2, "checkpoint_every": 2, "log_every": 1}
 CFG = Config(
@@ -164,18 +164,6 @@ def test_bad_method_and_missing_inputs_are_named(project, tmp_path):
     missing = evaluate.Dirs(**{**dirs.__dict__, "metric_models": tmp_path / "nowhere"})
     with pytest.raises(FileNotFoundError, match="run `dvc repro metric_models`"):
         evaluate.build(CFG, "input", missing, tmp_path, progress=False)
-
-
-def test_flow_writes_metrics_and_logs_the_baselines_run(project, tmp_path):
-    _, dirs, _ = project
-    params = CFG.model_dump(mode="json")
-    inputs = {"data/videos/videos.parquet": dirs.videos, "data/instructions/instructions.parquet": dirs.instructions,
-              "data/backbone": dirs.backbone, "data/edit_adapter": dirs.edit_adapter, "data/metric_models": dirs.metric_models}
-    run, client = run_flow(tmp_path, "evaluate", "sdedit_75", params, inputs, stage="baselines")
-    assert run.info.run_name == "baselines@sdedit_75"
-    metrics = json.loads((tmp_path / "metrics/evaluate/sdedit_75.json").read_text())
-    assert run.data.metrics["gt.psnr.mean"] == pytest.approx(metrics["gt.psnr.mean"])
-    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_report_tables_figure_and_grids(project, tmp_path):

@@ -25,8 +25,8 @@ from full_profile import build_tiny_full, full_smoke_params, tiny_full_gguf, tin
 pytestmark = pytest.mark.e2e
 
 STAGES = ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter", "video_adapter",
-          "loras@watercolour", "metric_models@clip", "metric_models@xclip", "fdd@full", "fdd@no_align", "fdd_personal@watercolour",
-          "evaluate@full", "evaluate@no_align", "baselines@sdedit_75", "report")
+          "loras@watercolour", "metric_models@clip", "metric_models@xclip", "fdd@full", "fdd_personal@watercolour",
+          "evaluate@full", "baselines@sdedit_75", "report")
 
 
 @pytest.fixture(scope="module")
@@ -76,31 +76,70 @@ def test_every_metric_is_finite(full_repro):
         for key, value in json.loads(path.read_text()).items():
             if isinstance(value, (int, float)):
                 assert math.isfinite(value), (path, key)
-    for method in ("full", "no_align", "sdedit_75"):
+    for method in ("full", "sdedit_75"):
         m = json.loads((dest / "metrics/evaluate" / f"{method}.json").read_text())
         assert all(f"paper.{k}.mean" in m for k in ("clip_frame", "pick_score", "viclip_out", "viclip_dir"))
 
 
-def test_the_student_trained_and_edits_otherwise_than_plug_and_play(full_repro):
-    from safetensors.torch import load_file
+def test_the_fdd_stages_log_their_terms_samples_and_metrics_to_mlflow(full_repro):
+    from mlflow.tracking import MlflowClient
 
     dest = full_repro[0]
-    lora = load_file(dest / "data/fdd/full/model/lora/pytorch_lora_weights.safetensors")
-    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero
-    full, plug = (np.load(dest / "data/evaluate" / m / "edits.npy") for m in ("full", "no_align"))
-    assert full.shape == plug.shape and not np.array_equal(full, plug)  # same data points, same noise
+    client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
+    exp = client.get_experiment_by_name("eve-fdd-full")
+
+    def run_of(stage):
+        (run,) = client.search_runs([exp.experiment_id], f"tags.`dvc.stage` = '{stage}'")
+        return run, (lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)])
+
+    run, history = run_of("fdd@full")
+    metrics = json.loads((dest / "metrics/fdd/full.json").read_text())
+    assert metrics["steps"] == 3 and len(metrics["setup"]) == 16 and run.data.tags["setup"] == metrics["setup"]  # text: a tag
+    assert [r["step"] for r in json.loads((dest / "plots/fdd/full_loss.json").read_text())] == [0, 1, 2]
+    assert history("train.loss") == history("train.sds_edit") == history("train.grad_norm") == history("train.timestep.0") == [0, 1, 2]
+    assert history("train.adv_video") == history("train.edit.d_real_acc") == history("train.critic.grad_norm") == [2]  # after SDS only
+    assert {"samples.png", "timesteps.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    run, history = run_of("fdd_personal@watercolour")
+    assert history("train.sds_concept") == history("train.sds_edit") == [0, 1, 2] and history("train.adv_concept") == [2]
+    assert {"timesteps.png", "samples.png", "drawn_inputs.png", "step-000000.gif", "step-000002.gif"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)}
+    run, _ = run_of("baselines@sdedit_75")
+    metrics = json.loads((dest / "metrics/evaluate/sdedit_75.json").read_text())
+    assert run.info.run_name == "baselines@sdedit_75"
+    assert run.data.metrics["paper.pick_score.mean"] == pytest.approx(metrics["paper.pick_score.mean"])
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
-def test_eve_fdd_edit_runs_the_trained_student_on_an_mp4(full_repro):
-    from eve_fdd.data.video import read_video
+def test_eve_fdd_edit_runs_the_trained_student_on_an_mp4_and_it_is_not_plug_and_play(full_repro):
+    import torch
+    from safetensors.torch import load_file
+
+    from eve_fdd.config import load_config
+    from eve_fdd.data.video import read_video, resize_center_crop
+    from eve_fdd.distill.editor import load_editor
+    from eve_fdd.distill.teachers import lora_off
 
     dest, env, _, models = full_repro
+    lora = load_file(dest / "data/fdd/full/model/lora/pytorch_lora_weights.safetensors")
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero: it trained
     clip = models["clips"] / "red_right.mp4"
     out = dest / "edited.mp4"
-    sh(["eve-fdd", "edit", str(clip), "--instruction", "make the background orange", "--caption",
-        "a red square moving right on an orange background", "--task", "background", "-o", str(out), "--quiet"], dest, env)
+    args = ("make the background orange", "a red square moving right on an orange background", "background")
+    sh(["eve-fdd", "edit", str(clip), "--instruction", args[0], "--caption", args[1], "--task", args[2], "-o", str(out), "--quiet"],
+       dest, env)
     frames, _ = read_video(out)
     assert frames.shape[0] == 12 and frames.shape[1:3] == (32, 32)  # every frame, at the model's size
+    cwd = Path.cwd()
+    os.chdir(dest)  # the stage directories the editor reads are relative to the project
+    try:
+        editor = load_editor(load_config("params.yaml"), "data/fdd/full")
+        source = np.stack([resize_center_crop(f, editor.size) for f in read_video(clip)[0][:6]])
+        aligned = editor.edit(source, *args, seed=3, progress=False)
+        with lora_off(editor.student.unet), torch.no_grad():
+            plug_and_play = editor.edit(source, *args, seed=3, progress=False)  # the same noise, without the FDD LoRA
+    finally:
+        os.chdir(cwd)
+    assert aligned.shape == plug_and_play.shape and not np.array_equal(aligned, plug_and_play)
 
 
 def test_a_second_repro_does_nothing(full_repro):

@@ -13,7 +13,7 @@ from eve_fdd.data import tables
 from eve_fdd.distill.data import ground_truth, load_items
 from eve_fdd.stages import fdd
 
-from conftest import ROOT, TINY_BACKBONE, fdd_inputs, run_flow
+from conftest import ROOT, TINY_BACKBONE, fdd_inputs
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -115,22 +115,3 @@ def test_bad_inputs_are_named(inputs, tmp_path):
                   inputs["video_dir"], tmp_path / "o", progress=False)
     with pytest.raises(ConfigError, match="unknown FDD variant"):
         load_config(ROOT / "params.yaml", {"fdd.variants": ["full", "best"]})
-
-
-def test_the_flow_writes_metrics_plot_and_an_mlflow_run(inputs, tmp_path):
-    """`python -m flows.fdd VARIANT` as DVC runs it, in a project folder holding the stage's inputs."""
-    params = CFG.model_dump(mode="json")
-    params["fdd"]["iterations"] = 3
-    run, client = run_flow(tmp_path, "fdd", "full", params, {
-        "data/instructions/instructions.parquet": inputs["instructions"], "data/videos/videos.parquet": inputs["videos"],
-        "data/backbone": inputs["backbone_dir"], "data/edit_adapter": inputs["edit_dir"], "data/video_adapter": inputs["video_dir"]})
-    metrics = json.loads((tmp_path / "metrics/fdd/full.json").read_text())
-    assert metrics["steps"] == 3 and "eval.temporal.mean" in metrics
-    assert len(metrics["setup"]) == 16 and run.data.tags["setup"] == metrics["setup"]  # text: a tag in MLflow
-    curve = json.loads((tmp_path / "plots/fdd/full_loss.json").read_text())
-    assert [r["step"] for r in curve] == [0, 1, 2]
-    assert run.data.metrics["eval.fidelity.all.mean"] == metrics["eval.fidelity.all.mean"]
-    history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
-    assert history("train.loss") == history("train.sds_edit") == history("train.grad_norm") == history("train.timestep.0") == [0, 1, 2]
-    assert history("train.adv_video") == history("train.edit.d_real_acc") == history("train.critic.grad_norm") == [2]  # after the SDS-only phase
-    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}

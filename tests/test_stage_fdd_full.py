@@ -43,23 +43,6 @@ def _build(cfg, inputs, tmp_path, variant):
                      inputs["video_dir"], tmp_path / variant, tmp_path / "ckpt" / variant, progress=False)
 
 
-def test_full_variant_trains_its_lora_through_the_vae_and_shows_its_edits(models, inputs, tmp_path):
-    from safetensors.torch import load_file
-
-    out = _build(full_cfg(models), inputs, tmp_path, "full")
-    m = out.metrics
-    assert m["steps"] == 4 and m["eval.ground_truth"] == 0 and m["eval_items"] == 2 and m["skipped.instruction_rejected"] == 1
-    assert m["text.encoded"] > 0 and m["text.truncated"] == 0
-    adversarial = [r for r in out.curve if "adv_edit" in r]
-    assert len(adversarial) == 2 and all(np.isfinite(r["adv_edit"]) and np.isfinite(r["adv_video"]) for r in adversarial)
-    assert all(np.isfinite(r["sds_edit"]) and np.isfinite(r["sds_video"]) for r in out.curve)
-    lora = load_file(tmp_path / "full" / "model" / "lora" / "pytorch_lora_weights.safetensors")
-    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero: it trained
-    assert (tmp_path / "full" / "samples.png").is_file() and any(p.suffix == ".gif" for p in out.artifacts)
-    gif_rows = [p for p in (tmp_path / "full" / "progress").iterdir()]
-    assert gif_rows  # input | student | edit teacher | video teacher, decoded to pixels
-
-
 def test_random_init_builds_untrained_adapters_like_the_teachers_and_guidance_runs(models, inputs, tmp_path):
     from diffusers import ControlNetModel
 
@@ -69,23 +52,6 @@ def test_random_init_builds_untrained_adapters_like_the_teachers_and_guidance_ru
     info = json.loads((tmp_path / "random_init" / "model.json").read_text())
     cn = ControlNetModel.from_pretrained(info["controlnet"])
     assert tuple(cn.config.conditioning_embedding_out_channels) == (16, 32)  # reads pixels at 2x the latents, as the teacher
-
-
-def test_the_students_edit_differs_from_plug_and_play_on_the_same_noise(models, inputs, tmp_path):
-    from eve_fdd.distill.editor import load_editor
-
-    cfg = full_cfg(models)
-    _build(cfg, inputs, tmp_path, "full")
-    _build(cfg, inputs, tmp_path, "no_align")
-    frames = np.random.default_rng(0).integers(0, 255, (6, FRAME, FRAME, 3), dtype=np.uint8)
-    edits = {}
-    for variant in ("full", "no_align"):
-        editor = load_editor(cfg, tmp_path / variant, inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"])
-        assert editor.size == FRAME and editor.window == 4  # pixels, not the UNet's latent sample size
-        edits[variant] = editor.edit(frames, "make the background orange", "a red square on an orange background", "background",
-                                     seed=3, progress=False)
-    assert edits["full"].shape == frames.shape and edits["full"].dtype == np.uint8
-    assert not np.array_equal(edits["full"], edits["no_align"])
 
 
 def test_bad_parts_are_named_before_training(models, inputs, tmp_path):
@@ -153,41 +119,6 @@ def test_every_method_is_edited_in_latents_scored_by_the_paper_metrics_and_repor
     text = (tmp_path / "report" / "tables.md").read_text()
     assert "Full profile" in text and "PickScore" in text and "changed err" not in text  # the columns this profile has
     assert len(list((tmp_path / "report" / "grids").glob("item-*.gif"))) == 2
-
-
-def test_fdd_personal_aligns_the_edit_adapter_with_the_users_lora_in_latents(models, inputs, tmp_path):
-    from eve_fdd.data import tables
-    from eve_fdd.models.adapters import add_lora
-    from eve_fdd.models.backbone import load_backbone
-    from eve_fdd.stages import fdd_personal
-
-    unet = load_backbone(models["backbone"]).unet
-    torch.manual_seed(1)
-    add_lora(unet, "watercolour", rank=2)
-    with torch.no_grad():  # a LoRA that does something (its B starts at zero)
-        for n, p_ in unet.named_parameters():
-            if "lora_B" in n:
-                p_.normal_(0, 0.05)
-    unet.save_lora_adapter(str(tmp_path / "lora"), adapter_name="watercolour")
-    (tmp_path / "loras").mkdir()
-    (tmp_path / "loras" / "model.json").write_text(json.dumps({"path": str(tmp_path / "lora"), "concept": "watercolour"}))
-    train = [v for v in tables.read_table(tables.VIDEOS, inputs["videos"]) if v["split"] == "train"]
-    rows = [dict(row_id=f"{v['video_id']}/style/watercolour/{i}", set="style", video_id=v["video_id"], task="style",
-                 concept="watercolour", input_caption=v["caption"], instruction="make it a watercolour painting",
-                 output_caption=v["caption"] + ", watercolour painting", edit_spec=None, model="m.gguf", model_sha256="0" * 64,
-                 prompt_version="t", seed=0, attempts=1, raw_output="", status="accepted", reason=None, completion_tokens=0)
-            for i in range(2) for v in train]
-    tables.write_table(tables.INSTRUCTIONS, rows, tmp_path / "subject_style.parquet")
-    cfg = full_cfg(models).model_copy(update={
-        "loras": Config().loras.model_copy(update={"concepts": ("watercolour",), "pretrained": {"watercolour": str(tmp_path / "lora")}}),
-        "fdd_personal": Config().fdd_personal.model_copy(update={"concepts": ("watercolour",), "iterations": 2, "batch_size": 2,
-                                                                 "pool_size": 3, "eval_repeats": 1, "held_out": 0.34, "samples": 2})})
-    out = fdd_personal.build(cfg, "watercolour", tmp_path / "subject_style.parquet", inputs["videos"], inputs["backbone_dir"],
-                             inputs["edit_dir"], tmp_path / "loras", tmp_path / "out", tmp_path / "ckpt", progress=False)
-    m = out.metrics
-    assert m["steps"] == 2 and m["eval.ground_truth"] == 0 and m["eval_items"] == 2 and m["train_items"] == 4
-    assert all(np.isfinite(r["loss"]) for r in out.curve)
-    assert (tmp_path / "out" / "samples.png").is_file() and (tmp_path / "out" / "drawn_inputs.png").is_file()
 
 
 def test_a_benchmark_in_tgve_layout_is_scored_with_its_missing_videos_counted(models, inputs, tmp_path):

@@ -20,7 +20,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import fdd_personal, videos
 from eve_fdd.world import EditSpec, Scene, apply_edit, caption, instruction
 
-from conftest import TINY_BACKBONE, run_flow
+from conftest import TINY_BACKBONE
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -145,17 +145,3 @@ def test_bad_inputs_are_named(inputs, tmp_path):
     tables.write_table(tables.INSTRUCTIONS, [dict(r, set="videos") for r in rows], video_set)
     with pytest.raises(ValueError, match="belongs to the 'videos' set"):
         load_concept_items(video_set, inputs["videos"], "star", 32, 2)
-
-
-def test_the_flow_writes_metrics_and_an_mlflow_run_with_the_progress_samples(inputs, tmp_path):
-    """`python -m flows.fdd_personal CONCEPT` as DVC runs it, in a project folder holding the stage's inputs."""
-    run, client = run_flow(tmp_path, "fdd_personal", "star", CFG.model_dump(mode="json"), {
-        "data/instructions/subject_style_instructions.parquet": inputs["instructions"], "data/videos/videos.parquet": inputs["videos"],
-        "data/backbone": inputs["backbone_dir"], "data/edit_adapter": inputs["edit_dir"], "data/loras/star": inputs["lora_dir"]})
-    metrics = json.loads((tmp_path / "metrics/fdd_personal/star.json").read_text())
-    assert metrics["steps"] == 3 and "eval.aligned.present.mean" in metrics
-    history = lambda key: [m.step for m in client.get_metric_history(run.info.run_id, key)]  # noqa: E731
-    assert history("train.sds_concept") == history("train.sds_edit") == [0, 1, 2]
-    assert history("train.adv_concept") == history("train.concept.d_real_acc") == [2]  # after the SDS-only phase
-    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"timesteps.png", "samples.png", "drawn_inputs.png", "step-000000.gif", "step-000002.gif"} <= logged
