@@ -29,7 +29,8 @@ from eve_fdd.distill.editor import load_editor
 from eve_fdd.evaluate import paper_metrics as pm
 from eve_fdd.evaluate.fidelity import psnr_ssim
 from eve_fdd.evaluate.video_edits import video_errors
-from eve_fdd.distill.data import ground_truth, to_model_space
+from eve_fdd.distill.data import ground_truth
+from eve_fdd.models.space import pixels_from_uint8
 from eve_fdd.stages.evaluate import Dirs, held_out, load_metric_models
 
 DATA = Path("data")
@@ -69,7 +70,7 @@ def main() -> None:
         return lambda: [fn(slice(i, i + b)) for i in range(0, n, b)]
 
     timings = {
-        "gt.errors": lambda: video_errors(to_model_space(edited), to_model_space(inputs), to_model_space(truth)),
+        "gt.errors": lambda: video_errors(pixels_from_uint8(edited)(inputs)(truth)),
         "gt.psnr_ssim": lambda: psnr_ssim(edited, truth),
         "paper.clip_frame": batched(lambda s: pm.clip_frame(models.image_text, edited[s])),
         "paper.pick_score": batched(lambda s: pm.pick_score(models.pick, edited[s], cout[s])),
@@ -104,7 +105,7 @@ def main() -> None:
         from eve_fdd.distill.editor import chained_windows
 
         with torch.no_grad():
-            batch = EditBatch(to_model_space(clip[None]), editor.backbone.encode_text([caption]), editor.backbone.encode_text([instruction]),
+            batch = EditBatch(pixels_from_uint8(clip[None]), editor.backbone.encode_text([caption]), editor.backbone.encode_text([instruction]),
                               edit_labels([task]))
             g = torch.Generator().manual_seed(0)
             out = batch.source.clone()

@@ -15,13 +15,14 @@ from eve_fdd.cli import main
 from eve_fdd.config import Config
 from eve_fdd.data.video import read_video, write_gif, write_mp4
 from eve_fdd.distill.batch import EditBatch
-from eve_fdd.distill.data import edit_labels, to_model_space
+from eve_fdd.distill.data import edit_labels
 from eve_fdd.distill.editor import LORA, chained_windows, load_editor
 from eve_fdd.distill.student import Student
 from eve_fdd.diffusion import NoiseSchedule, make_scheduler
 from eve_fdd.models.adapters import LORA_WEIGHTS, edit_adapter, load_video_adapter, video_adapter
 from eve_fdd.models.backbone import load_backbone
 from eve_fdd.models.registry import trained_path
+from eve_fdd.models.space import pixels_from_uint8
 from eve_fdd.world import make_edit, random_scene, render_video
 from eve_fdd.world.grammar import task_of
 from eve_fdd.world.vocab import TASKS
@@ -127,7 +128,7 @@ def test_the_second_window_is_conditioned_on_the_first_windows_last_frame(traine
         return generate(noise, batch, timesteps)
 
     monkeypatch.setattr(editor.student, "generate", spy)
-    batch = EditBatch(to_model_space(_video(12)[None]), *(editor.backbone.encode_text([t]) for t in (CAPTION, "make the background black")),
+    batch = EditBatch(pixels_from_uint8(_video(12)[None]), *(editor.backbone.encode_text([t]) for t in (CAPTION, "make the background black")),
                       edit_labels(["background"]))
     out = editor.edit_batch(batch, torch.Generator().manual_seed(0))
     assert len(firsts) == 2

@@ -12,13 +12,14 @@ import torch
 from eve_fdd.config import Config
 from eve_fdd.diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from eve_fdd.distill.batch import EditBatch
-from eve_fdd.distill.data import edit_labels, to_model_space
+from eve_fdd.distill.data import edit_labels
 from eve_fdd.distill.teachers import ConceptTeacher, EditTeacher
 from eve_fdd.evaluate.baselines import edit_frames, sdedit, sdedit_start
 from eve_fdd.evaluate.fidelity import MAX_PSNR, psnr_ssim
 from eve_fdd.models.adapters import edit_adapter
 from eve_fdd.models.backbone import load_backbone
 from eve_fdd.models.registry import trained_path
+from eve_fdd.models.space import pixels_from_uint8
 from eve_fdd.stages import evaluate, fdd, metric_models
 from eve_fdd.world import random_scene, render_video
 
@@ -82,7 +83,7 @@ def models(tiny_backbone_dir):
 
 def _batch(bb, clips: np.ndarray) -> EditBatch:
     n = len(clips)
-    return EditBatch(to_model_space(clips), bb.encode_text(["a small red circle on a white background"] * n),
+    return EditBatch(pixels_from_uint8(clips), bb.encode_text(["a small red circle on a white background"] * n),
                      bb.encode_text(["make the background black"] * n), edit_labels(["background"] * n))
 
 

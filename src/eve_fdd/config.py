@@ -424,9 +424,14 @@ class Config(Section):
         return self.videos.ingest.frames if self.profile == "full" else self.world.frames
 
     @property
+    def frame_size_key(self) -> str:
+        """The params key of the video set's frame side: the world's (Shapes) or the ingest's (full)."""
+        return "videos.ingest.size" if self.profile == "full" else "world.size"
+
+    @property
     def frame_size(self) -> int:
-        """The side of the video set's frames in pixels: the world's (Shapes) or the ingest's (full)."""
-        return self.videos.ingest.size if self.profile == "full" else self.world.size
+        """The side of the video set's frames in pixels (`frame_size_key`)."""
+        return self.section(self.frame_size_key)
 
     def section(self, dotted: str) -> Any:
         node: Any = self

@@ -163,13 +163,6 @@ def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequ
     return np.concatenate(out)
 
 
-def to_model_space(frames: np.ndarray, space: Any = None) -> torch.Tensor:
-    """uint8 (N, F, H, W, 3) -> clips (N, C, F, H', W') in the model's space (models/space.py):
-    pixels in [-1, 1] (no space, or pixel space), or the VAE's scaled latents."""
-    x = pixels_from_uint8(frames)
-    return x if space is None else space.encode(x)
-
-
 def clip_batch(frames: np.ndarray, caption_emb: torch.Tensor, instruction_emb: torch.Tensor, tasks: torch.Tensor,
                space: Any = None) -> EditBatch:
     """An EditBatch of uint8 input clips (N, F, H, W, 3): the clips in `space` (models/space.py),

@@ -26,8 +26,7 @@ import torch
 from ..config import Config
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..models.adapters import load_video_adapter, untrained_video_adapter
-from ..models.registry import build_backbone, load_pretrained, trained_path
-from ..models.space import check_compatible
+from ..models.registry import build_backbone, load_edit_adapter, load_pretrained, trained_path
 from ..train.video_adapter import clips_to_uint8
 from ..world.vocab import TASKS
 from .batch import EditBatch
@@ -121,9 +120,7 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
         on = json.loads((Path(stage_dir) / "model.json").read_text()).get("backbone") if (Path(stage_dir) / "model.json").is_file() else None
         if on is not None and str(Path(on)) != expected:
             raise ValueError(f"{Path(stage_dir) / 'model.json'}: the {name} was trained on backbone {on}, not {expected}")
-    teacher_cn = load_pretrained(ControlNetModel, trained_path(edit_dir), f"{edit_dir}/model.json (the edit adapter)")
-    teacher_cn.requires_grad_(False).eval()
-    check_compatible(backbone.space, backbone.unet, teacher_cn, f"{edit_dir}/model.json (the edit adapter)")
+    teacher_cn = load_edit_adapter(edit_dir, backbone)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     if info.get("trainable") == "all":  # random_init: the student trained its own adapters
@@ -139,9 +136,8 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
     student.controlnet.requires_grad_(False).eval()
     size = backbone.frame_size  # pixels: the UNet's sample size times the VAE's scale (1 in pixel space)
     if size != cfg.frame_size:
-        key = "videos.ingest.size" if cfg.profile == "full" else "world.size"
         raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "
-                         f"{key}={cfg.frame_size}; use the params the model was trained with")
+                         f"{cfg.frame_size_key}={cfg.frame_size}; use the params the model was trained with")
     return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule, cfg.fdd.teacher_guidance, empty), backbone,
                        inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.clip_frames, size)
 

@@ -93,3 +93,16 @@ def feature_network(cfg: Config) -> FeatureNetwork:
     except (OSError, ValueError, AttributeError):
         pass  # no processor saved beside the weights: DINOv2's own are ImageNet's
     return FeatureNetwork(model, d.image_size, mean, std)
+
+
+def load_edit_adapter(stage_dir: str | Path, backbone: Backbone) -> Any:
+    """The frozen edit adapter (a `ControlNetModel`) that `stage_dir/model.json` names, checked
+    against the backbone's model space: every stage that runs it loads it here."""
+    from diffusers import ControlNetModel
+
+    from .space import check_compatible
+
+    key = f"{stage_dir}/model.json (the edit adapter)"
+    controlnet = load_pretrained(ControlNetModel, trained_path(stage_dir), key)
+    check_compatible(backbone.space, backbone.unet, controlnet, key)
+    return controlnet.requires_grad_(False).eval()

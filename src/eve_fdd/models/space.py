@@ -22,27 +22,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from .adapters import batch_to_frames, frames_to_batch
+
 
 def pixels_from_uint8(frames: np.ndarray) -> torch.Tensor:
     """uint8 (N, F, H, W, 3) -> clips (N, 3, F, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
 
 
-def _frames(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
-    """(B, C, F, H, W) -> (B*F, C, H, W) and the (B, F) to restore; images pass through."""
-    if x.ndim == 4:
-        return x, None
-    if x.ndim != 5:
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """Clips (B, C, F, H, W) as frames (B*F, C, H, W); images pass through."""
+    if x.ndim not in (4, 5):
         raise ValueError(f"model space: expected images (B, C, H, W) or clips (B, C, F, H, W), got shape {tuple(x.shape)}")
-    b, c, f, h, w = x.shape
-    return x.transpose(1, 2).reshape(b * f, c, h, w), (b, f)
+    return frames_to_batch(x) if x.ndim == 5 else x
 
 
-def _unframes(x: torch.Tensor, bf: tuple[int, ...] | None) -> torch.Tensor:
-    if bf is None:
-        return x
-    b, f = bf
-    return x.reshape(b, f, *x.shape[1:]).transpose(1, 2)
+def _like(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Frames back into `x`'s layout (clips or images) and onto its device."""
+    return (batch_to_frames(out, x.shape[2]) if x.ndim == 5 else out).to(x.device)
 
 
 class PixelSpace:
@@ -90,7 +87,7 @@ class LatentSpace:
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels in [-1, 1] (B, 3, [F,] H, W) -> scaled latents (B, C, [F,] H/scale, W/scale), float32."""
-        flat, bf = _frames(pixels)
+        flat = _flat(pixels)
         if flat.shape[-1] % self.scale or flat.shape[-2] % self.scale:
             raise ValueError(f"LatentSpace: frames of {flat.shape[-2]}x{flat.shape[-1]} pixels; the VAE needs sides "
                              f"divisible by {self.scale}")
@@ -99,17 +96,17 @@ class LatentSpace:
             x = flat[i : i + self.chunk].to(self.device, self.dtype)
             mean = self.vae.encode(x).latent_dist.mode()
             parts.append(((mean - self.shift_factor) * self.scaling_factor).float())
-        return _unframes(torch.cat(parts), bf).to(pixels.device)
+        return _like(torch.cat(parts), pixels)
 
     def decode(self, samples: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> pixels (B, 3, [F,] H, W), about [-1, 1] (not clamped: the gradient
         must not vanish at the edges), float32; differentiable unless run under no_grad."""
-        flat, bf = _frames(samples)
+        flat = _flat(samples)
         parts = []
         for i in range(0, flat.shape[0], self.chunk):
             z = flat[i : i + self.chunk] / self.scaling_factor + self.shift_factor
             parts.append(self.vae.decode(z.to(self.device, self.dtype)).sample.float())
-        return _unframes(torch.cat(parts), bf).to(samples.device)
+        return _like(torch.cat(parts), samples)
 
     def describe(self) -> str:
         return f"latents ({type(self.vae).__name__}, x{self.scale}, {self.channels} channels, scaling {self.scaling_factor:g})"

@@ -44,8 +44,8 @@ from ..evaluate.baselines import edit_frames, sdedit
 from ..evaluate.fidelity import psnr_ssim
 from ..evaluate.paper_metrics import MetricModels, load_image_text, load_video_text, paper_metrics
 from ..evaluate.video_edits import video_errors
-from ..models.registry import build_backbone, load_pretrained, trained_path
-from ..models.space import check_compatible, pixels_from_uint8
+from ..models.registry import build_backbone, load_edit_adapter, trained_path
+from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import round_robin
 from ..train.video_adapter import clips_to_uint8
 
@@ -127,11 +127,7 @@ def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
     if method == "input":
         return (lambda batch, g: batch.condition.clone()), backbone
     if method == "edit_frames":
-        from diffusers import ControlNetModel
-
-        key = f"{dirs.edit_adapter}/model.json (the edit adapter)"
-        controlnet = load_pretrained(ControlNetModel, trained_path(dirs.edit_adapter), key).requires_grad_(False).eval()
-        check_compatible(space, backbone.unet, controlnet, key)
+        controlnet = load_edit_adapter(dirs.edit_adapter, backbone)
         with torch.no_grad():
             teacher = EditTeacher(backbone.unet, controlnet, schedule, cfg.fdd.teacher_guidance, backbone.encode_text([""]))
         return (lambda batch, g: space.decode(edit_frames(teacher, batch, timesteps, g))), backbone

@@ -38,8 +38,8 @@ from ..distill.student import Student
 from ..distill.teachers import EditTeacher, VideoTeacher
 from ..evaluate.video_edits import summarize, video_errors
 from ..models.adapters import edit_adapter, load_video_adapter, untrained_video_adapter
-from ..models.registry import build_backbone, feature_network, load_pretrained, trained_path
-from ..models.space import check_compatible, pixels_from_uint8
+from ..models.registry import build_backbone, feature_network, load_edit_adapter, trained_path
+from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import round_robin
 from ..train.loop import TrainingOutputs
 from ..train.video_adapter import clips_to_uint8
@@ -74,13 +74,11 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(variant)
     torch.manual_seed(f.seed)
-    from diffusers import ControlNetModel
 
     backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
     space = backbone.space  # pixels (Shapes) or the VAE's latents (full): models/space.py
-    edit_source, motion_source = trained_path(edit_dir), trained_path(video_dir)
-    controlnet = load_pretrained(ControlNetModel, edit_source, f"{edit_dir}/model.json (the edit adapter)").requires_grad_(False).eval()
-    check_compatible(space, backbone.unet, controlnet, f"{edit_dir}/model.json (the edit adapter)")
+    motion_source = trained_path(video_dir)
+    controlnet = load_edit_adapter(edit_dir, backbone)
     teacher_unet = load_video_adapter(backbone.unet, motion_source).requires_grad_(False).eval()
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)

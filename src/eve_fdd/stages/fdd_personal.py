@@ -43,8 +43,8 @@ from ..distill.teachers import ConceptTeacher, EditTeacher, lora_off, with_lora_
 from ..evaluate import per_task_means
 from ..evaluate.concepts import ConceptDetector, train_detector
 from ..models.adapters import frames_to_batch, load_token_embeddings
-from ..models.registry import build_backbone, feature_network, load_pretrained, trained_path
-from ..models.space import check_compatible, pixels_from_uint8
+from ..models.registry import build_backbone, feature_network, load_edit_adapter, trained_path
+from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import region_errors, round_robin
 from ..train.loop import TrainingOutputs
 from ..train.video_adapter import clips_to_uint8
@@ -89,11 +89,7 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
     checkpoints = checkpoints or checkpoints_for(concept)
     torch.manual_seed(f.seed)
 
-    from diffusers import ControlNetModel
-
-    key = f"{edit_dir}/model.json (the edit adapter)"
-    controlnet = load_pretrained(ControlNetModel, trained_path(edit_dir), key).requires_grad_(False).eval()
-    check_compatible(space, backbone.unet, controlnet, key)
+    controlnet = load_edit_adapter(edit_dir, backbone)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     concept_unet = with_lora_merged(backbone.unet, lora_path, concept)
