@@ -40,7 +40,8 @@ from eve_fdd.stages import edit_pairs as s_pairs
 from eve_fdd.stages import lora as s_lora
 from eve_fdd.stages import video_adapter as s_video
 from eve_fdd.train import edit_adapter as te
-from eve_fdd.train.loop import Objective, bf16_autocast, resolve_precision, train, trainable
+from eve_fdd.models.placement import Placement
+from eve_fdd.train.loop import Objective, resolve_precision, train, trainable
 
 PAIRS = Path("data/edit_pairs/pairs.parquet")
 
@@ -84,10 +85,10 @@ def time_compute(obj: Objective, batches: list, train_cfg) -> float:
     opt = torch.optim.AdamW(params, lr=train_cfg.lr)
     for m in obj.modules.values():
         m.train()
-    bf16 = resolve_precision(train_cfg.mixed_precision) == "bf16"
+    placement = Placement(bf16=resolve_precision(train_cfg.mixed_precision, torch.device("cpu")) == "bf16")  # a CPU benchmark
     start = time.perf_counter()
     for i, batch in enumerate(batches):
-        with bf16_autocast(bf16):
+        with placement.autocast():
             loss = obj.loss(batch, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -157,3 +157,44 @@ def test_a_benchmark_in_tgve_layout_is_scored_with_its_missing_videos_counted(mo
     (reject,) = tables.read_table(tables.REJECTS, tmp_path / "out" / "benchmark_rejects.parquet")
     assert reject["reason"] == "missing_video" and "not_there" in reject["item"]
     assert np.load(tmp_path / "out" / "edits.npy").shape == (6, 4, FRAME, FRAME, 3)
+
+
+def test_fdd_and_evaluate_run_with_frozen_weights_in_bf16_as_on_a_gpu(models, inputs, tmp_path, monkeypatch):
+    """The GPU placement on the CPU: VAE, text encoder, UNet, ControlNet, motion modules, DINOv2
+    and the metric models stored in bf16, the student's LoRA and the heads float32, autocast on."""
+    from safetensors.torch import load_file
+
+    from eve_fdd.models.placement import Placement
+    from eve_fdd.stages import evaluate
+
+    gpu_like = Placement(torch.device("cpu"), True, torch.bfloat16)
+    monkeypatch.setattr(Placement, "resolve", classmethod(lambda cls, mixed_precision="no": gpu_like))
+    placed: list = []
+    frozen = Placement.frozen
+    monkeypatch.setattr(Placement, "frozen", lambda self, *ms: (placed.extend(m for m in ms if m is not None), frozen(self, *ms))[1])
+    cfg = full_cfg(models, iterations=2, sds_only_fraction=0.5, mixed_precision="auto")
+    out = _build(cfg, inputs, tmp_path / "fdd", "full")
+    assert out.metrics["device"] == "cpu" and out.metrics["bf16"] == 1.0 and out.metrics["frozen_bf16"] == 1.0
+    assert len(out.curve) == 2 and np.isfinite(out.curve[1]["loss"]) and np.isfinite(out.curve[1]["critic.loss"])  # adversarial at step 1
+    kinds = {type(m).__name__ for m in placed}
+    assert {"AutoencoderKL", "CLIPTextModel", "UNet2DConditionModel", "Dinov2Model"} <= kinds
+    lora = load_file(next((tmp_path / "fdd" / "full" / "model" / "lora").glob("*.safetensors")))
+    assert all(v.dtype == torch.float32 for v in lora.values())  # trained in float32 on a bf16 base
+    assert any(float(v.abs().sum()) > 0 for k, v in lora.items() if "lora_B" in k)  # and it trained (B starts at zero)
+
+    metric_dir = tmp_path / "metric_models"
+    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
+                       ("xclip", {"path": str(models["xclip"])})):
+        (metric_dir / kind).mkdir(parents=True)
+        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
+                         tmp_path / "fdd", metric_dir)
+    cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"items": 2, "batch_size": 2, "samples": 0})})
+    metrics, _ = evaluate.build(cfg, "full", dirs, tmp_path / "eval", progress=False)
+    assert {"CLIPModel", "XCLIPModel", "ControlNetModel", "UNetMotionModel"} <= {type(m).__name__ for m in placed}
+    assert all(p.dtype == torch.bfloat16 for m in placed for p in m.parameters() if not p.requires_grad)
+    assert metrics["frozen_bf16"] == 1.0 and metrics["bf16"] == 1.0
+    for name in ("clip_frame", "pick_score", "viclip_out", "viclip_dir"):
+        assert np.isfinite(metrics[f"paper.{name}.mean"]), name
+    edits = np.load(tmp_path / "eval" / "edits.npy")
+    assert edits.shape == (2, 4, FRAME, FRAME, 3) and edits.std() > 0

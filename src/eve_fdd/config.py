@@ -299,6 +299,10 @@ class FddConfig(Section):
     lora_rank: int = Field(8, ge=1)
     grad_clip: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
+    mixed_precision: Literal["no", "bf16", "auto"] = Field(
+        "no", description="the student, teachers and discriminators of stages fdd, fdd_personal, evaluate, baselines and "
+        "eve-fdd edit: bf16 = bfloat16 autocast, trained weights float32, frozen weights stored in bf16 on CUDA; auto = bf16 "
+        "where the device computes it natively; no = float32 (Shapes' results were measured so)")
     pool_size: int = Field(32, ge=1, description="data points held with their teacher samples")
     pool_refresh: float = Field(0.01, ge=0, le=1, description="share of the pool replaced per iteration, on average")
     teacher_steps: int = Field(12, ge=1, description="DDIM steps of the teachers' samples in the pool")

@@ -37,7 +37,7 @@ def ddim_sample(model: Denoiser, noise: torch.Tensor, schedule: NoiseSchedule, t
     batch = noise.shape[0]
     for i, t in enumerate(ts):
         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        out = model(x, torch.full((batch,), t, dtype=torch.long))
+        out = model(x, torch.full((batch,), t, dtype=torch.long, device=x.device))
         x, _ = ddim_step(schedule, out, x, t, t_prev)
     return x
 

@@ -69,7 +69,7 @@ class NoiseSchedule:
     def coefficients(self, t: torch.Tensor | int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(alpha, sigma) at timesteps `t` (one per batch item, or one for all; -1 means the
         clean end of sampling, a = 1), shaped to broadcast against `like`."""
-        t = torch.as_tensor(t, dtype=torch.long).reshape(-1)
+        t = torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()  # indexes the CPU table; the result goes to `like`'s device
         if ((t < -1) | (t >= self.train_timesteps)).any():
             raise ValueError(f"timesteps must lie in [-1, {self.train_timesteps - 1}], got {t.tolist()}")
         a = torch.where(t >= 0, self.alphas_cumprod[t.clamp(min=0)], torch.ones((), dtype=torch.float64))
@@ -99,7 +99,7 @@ class NoiseSchedule:
         (where and what the shapes are) is learned at the noisy ones. Normalised to mean 1 over
         the batch, so the loss keeps the unweighted scale. A zero-SNR timestep gets weight 0 (it
         carries no information about x0 beyond the mean)."""
-        a = self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).reshape(-1)]
+        a = self.alphas_cumprod[torch.as_tensor(t, dtype=torch.long).reshape(-1).cpu()]  # on the CPU, as the table
         snr = a / (1 - a).clamp(min=1e-12)
         capped = snr.clamp(max=gamma)
         if self.prediction_type == "v_prediction":

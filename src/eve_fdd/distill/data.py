@@ -24,6 +24,7 @@ import torch
 
 from ..data import tables
 from ..models.adapters import task_ids
+from ..models.placement import randn
 from ..models.space import PixelSpace, pixels_from_uint8
 from ..train.backbone import to_uint8
 from ..world import EditSpec, Scene, apply_edit, render_video
@@ -157,8 +158,9 @@ def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequ
     shape = (space.channels, h // space.scale, w // space.scale)
     for i in range(0, len(items), chunk):
         idx = range(i, min(i + chunk, len(items)))
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + j)) for j in idx])
-        images = space.decode(teacher.draw(noise, encode_text([items.input_captions[j] for j in idx]), timesteps))
+        emb = encode_text([items.input_captions[j] for j in idx])
+        noise = torch.stack([randn(shape, torch.Generator().manual_seed(seed * 1_000_003 + j), like=emb) for j in idx])
+        images = space.decode(teacher.draw(noise, emb, timesteps))
         out.append(to_uint8(images)[:, None])
     return np.concatenate(out)
 
@@ -166,8 +168,10 @@ def draw_inputs(items: FddItems, teacher: Any, encode_text: Any, timesteps: Sequ
 def clip_batch(frames: np.ndarray, caption_emb: torch.Tensor, instruction_emb: torch.Tensor, tasks: torch.Tensor,
                space: Any = None) -> EditBatch:
     """An EditBatch of uint8 input clips (N, F, H, W, 3): the clips in `space` (models/space.py),
-    with their pixels beside them when that space is a latent one (the edit adapter's condition)."""
-    pixels = pixels_from_uint8(frames)
+    with their pixels beside them when that space is a latent one (the edit adapter's condition);
+    on the device of the encoded texts (the text encoder's, where the models are)."""
+    pixels = pixels_from_uint8(frames).to(caption_emb.device)
+    tasks = tasks.to(caption_emb.device)
     if space is None or not space.latent:
         return EditBatch(pixels, caption_emb, instruction_emb, tasks)
     return EditBatch(space.encode(pixels), caption_emb, instruction_emb, tasks, pixels=pixels)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from ..config import Config
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..models.adapters import load_video_adapter, untrained_video_adapter
+from ..models.placement import Placement, randn
 from ..models.registry import build_backbone, load_edit_adapter, load_pretrained, trained_path
 from ..train.video_adapter import clips_to_uint8
 from ..world.vocab import TASKS
@@ -55,6 +56,7 @@ class VideoEditor:
     timesteps: torch.Tensor  # the T DDIM inference timesteps, descending
     window: int
     size: int  # the model's frame size (pixels)
+    placement: Placement = field(default_factory=Placement)  # where the models are, and their precision (models/placement.py)
 
     @property
     def space(self) -> Any:
@@ -63,13 +65,17 @@ class VideoEditor:
     @torch.no_grad()
     def edit_batch(self, batch: EditBatch, generator: torch.Generator, on_window: Any = None) -> torch.Tensor:
         """Edited clips (B, C, F, H, W) in model space for the batch's input clips."""
-        first = self.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=generator), batch,
+        with self.placement.inference():
+            return self._edit_batch(batch, generator, on_window)
+
+    def _edit_batch(self, batch: EditBatch, generator: torch.Generator, on_window: Any) -> torch.Tensor:
+        first = self.edit_teacher.edit_first_frame(randn(batch.source[:, :, 0].shape, generator, like=batch.source), batch,
                                                    self.timesteps)
         out = batch.source.new_empty(batch.source.shape)
         out[:, :, 0] = first
         for w in chained_windows(batch.frames, self.window):
             part = replace(batch.frames_of(w), first=out[:, :, w.start])
-            out[:, :, w] = self.student.generate(torch.randn(part.source.shape, generator=generator), part, self.timesteps)
+            out[:, :, w] = self.student.generate(randn(part.source.shape, generator, like=part.source), part, self.timesteps)
             if on_window is not None:
                 on_window()
         return out
@@ -94,7 +100,7 @@ class VideoEditor:
 
         with tqdm(total=len(windows), desc="edit (windows)", unit="window", disable=not progress) as bar:
             out = self.edit_batch(batch, torch.Generator().manual_seed(seed), on_window=lambda: bar.update())
-        with torch.no_grad():
+        with torch.no_grad(), self.placement.inference():
             return clips_to_uint8(self.space.decode(out))[0]
 
 
@@ -108,13 +114,16 @@ def unknown_words(tokenizer: Any, text: str) -> list[str]:
 
 
 def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "data/backbone",
-                edit_dir: str | Path = "data/edit_adapter", video_dir: str | Path = "data/video_adapter") -> VideoEditor:
+                edit_dir: str | Path = "data/edit_adapter", video_dir: str | Path = "data/video_adapter",
+                placement: Placement | None = None) -> VideoEditor:
     """The student stage `fdd` saved in `model_dir` (its model.json), on the teachers it was
-    trained with (the stage directories of `backbone`, `edit_adapter`, `video_adapter`)."""
+    trained with (the stage directories of `backbone`, `edit_adapter`, `video_adapter`), placed
+    by `placement` (by default accelerate's device with `fdd.mixed_precision`)."""
     info = _model_info(Path(model_dir))
     from diffusers import ControlNetModel
 
-    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    placement = placement or Placement.resolve(cfg.fdd.mixed_precision)
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze(placement)
     expected = str(Path(trained_path(backbone_dir)))
     for name, stage_dir in (("edit_adapter", edit_dir), ("video_adapter", video_dir)):
         on = json.loads((Path(stage_dir) / "model.json").read_text()).get("backbone") if (Path(stage_dir) / "model.json").is_file() else None
@@ -126,20 +135,19 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
     if info.get("trainable") == "all":  # random_init: the student trained its own adapters
         unet = untrained_video_adapter(backbone.unet, trained_path(video_dir))
         _load_motion(unet, Path(info["motion_modules"]))
-        student_cn = load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)")
+        student_cn = placement.frozen(load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)"))
     else:
         unet, student_cn = load_video_adapter(backbone.unet, trained_path(video_dir)), teacher_cn
     with torch.no_grad():
         empty = backbone.encode_text([""])
     student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"]).guide(cfg.fdd.inference_guidance, empty)
-    student.unet.requires_grad_(False).eval()
-    student.controlnet.requires_grad_(False).eval()
+    placement.frozen(student.unet, student.controlnet)
     size = backbone.frame_size  # pixels: the UNet's sample size times the VAE's scale (1 in pixel space)
     if size != cfg.frame_size:
         raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "
                          f"{cfg.frame_size_key}={cfg.frame_size}; use the params the model was trained with")
     return VideoEditor(student, EditTeacher(backbone.unet, teacher_cn, schedule, cfg.fdd.teacher_guidance, empty), backbone,
-                       inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.clip_frames, size)
+                       inference_timesteps(scheduler, cfg.diffusion.inference_steps), cfg.clip_frames, size, placement)
 
 
 def _model_info(model_dir: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch
 
 from ..diffusion import NoiseSchedule, student_timesteps
 from ..models.adapters import frames_to_batch
+from ..models.placement import randn
 from ..models.space import PixelSpace
 from .batch import EditBatch
 from .discriminators import EditDiscriminator, VideoDiscriminator
@@ -87,7 +88,7 @@ class FDD:
         """(loss, logs, the generated clips detached for the discriminator step)."""
         s = self.settings
         ts = student_timesteps(self.scheduler, s.inference_steps, s.k, s.timesteps, generator)
-        fake = self.student.generate(torch.randn(batch.source.shape, generator=generator), batch, ts)
+        fake = self.student.generate(randn(batch.source.shape, generator, like=batch.source), batch, ts)
         logs: dict[str, float] = {f"timestep.{i}": float(t) for i, t in enumerate(ts)}
         edit_terms = fake.new_zeros(())
         video_terms = fake.new_zeros(())
@@ -97,9 +98,9 @@ class FDD:
             w = sds_weight(self.schedule, t, s.sds_weighting)
             frames = self.student.scored
             le, log_e = sds_loss(fake, lambda x, tt: self.edit_teacher.x0(x, tt, batch), self.schedule, t,
-                                 torch.randn(fake.shape, generator=generator), w, frames)
+                                 randn(fake.shape, generator, like=fake), w, frames)
             lv, log_v = sds_loss(fake, lambda x, tt: self.video_teacher.x0(x, tt, batch), self.schedule, t,
-                                 torch.randn(fake.shape, generator=generator), w, frames)
+                                 randn(fake.shape, generator, like=fake), w, frames)
             edit_terms = edit_terms + s.lam * le
             video_terms = video_terms + s.lam * lv
             logs.update({"sds_edit": log_e["sds"], f"sds_{self.second}": log_v["sds"], "sds.t_mean": float(t.float().mean())})

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..models.placement import randn
 from .batch import EditBatch
 from .teachers import EditTeacher, VideoTeacher
 
@@ -111,10 +112,10 @@ class TeacherPool:
             batch = self.data(chunk)
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * self.generated + i)
             if self.video_teacher.needs_first:
-                first = self.edit_teacher.edit_first_frame(torch.randn(batch.source[:, :, 0].shape, generator=g), batch, self.timesteps)
+                first = self.edit_teacher.edit_first_frame(randn(batch.source[:, :, 0].shape, g, like=batch.source), batch, self.timesteps)
                 batch = batch.with_first(first)
-            edit_real = self.edit_teacher.sample(torch.randn(batch.source.shape, generator=g), batch, self.timesteps)
-            video_real = self.video_teacher.sample(torch.randn(batch.source.shape, generator=g), batch, self.timesteps)
+            edit_real = self.edit_teacher.sample(randn(batch.source.shape, g, like=batch.source), batch, self.timesteps)
+            video_real = self.video_teacher.sample(randn(batch.source.shape, g, like=batch.source), batch, self.timesteps)
             parts.append((batch, edit_real, video_real))
         self.generated += len(items)
         batch = EditBatch(*(None if getattr(parts[0][0], n) is None else torch.cat([getattr(p[0], n) for p in parts]) for n in FIELDS))

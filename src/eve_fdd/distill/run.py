@@ -18,6 +18,7 @@ import torch
 from ..config import DiscriminatorConfig, TrainConfig
 from ..data.video import write_gif
 from ..evaluate.plots import timestep_histogram
+from ..models.placement import Placement
 from ..models.space import PixelSpace
 from ..train.loop import Critic, TrainResult, train
 from ..train.video_adapter import clips_to_uint8
@@ -53,12 +54,13 @@ Snapshot = Callable[[int, Any, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, fingerprint: str, progress: bool = True,
               on_log: Callable[[dict[str, float]], None] | None = None, snapshot: Snapshot | None = None,
-              snapshot_every: int = 0) -> tuple[TrainResult, np.ndarray]:
+              snapshot_every: int = 0, placement: Placement | None = None) -> tuple[TrainResult, np.ndarray]:
     """`run.iterations` of student step then discriminator step, batches drawn from the pool
     (filled at the first step of a run, a resumed run included; refreshed as it goes).
     `snapshot` sees the student's generation beside the teachers' samples every
-    `snapshot_every` steps and at the last. Returns the result and the student timesteps of
-    every step this run took, (steps, k)."""
+    `snapshot_every` steps and at the last. `placement`: the device and precision the stage
+    placed its models with (float32 on the CPU when None). Returns the result and the student
+    timesteps of every step this run took, (steps, k)."""
     held: dict[str, Any] = {}
     timesteps: list[list[float]] = []
 
@@ -84,7 +86,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
     critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, run.discriminator_lr,
                     active=fdd.settings.adversarial_on)
     result = train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=fingerprint, critic=critic)
+                   fingerprint=fingerprint, critic=critic, placement=placement or Placement())
     return result, np.array(timesteps, dtype=float).reshape(-1, fdd.settings.k)
 
 

@@ -20,6 +20,7 @@ from ..diffusion import NoiseSchedule, ddim_sample
 from ..distill.batch import EditBatch
 from ..distill.teachers import ConceptTeacher, EditTeacher
 from ..models.adapters import batch_to_frames, frames_to_batch
+from ..models.placement import randn
 
 
 def frames_as_images(batch: EditBatch) -> EditBatch:
@@ -34,7 +35,7 @@ def frames_as_images(batch: EditBatch) -> EditBatch:
 def edit_frames(teacher: EditTeacher, batch: EditBatch, timesteps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Clips (B, C, F, H, W): every frame edited by the edit adapter on its own."""
     images = frames_as_images(batch)
-    noise = torch.randn(images.source[:, :, 0].shape, generator=generator)
+    noise = randn(images.source[:, :, 0].shape, generator, like=images.source)
     return batch_to_frames(teacher.edit_first_frame(noise, images, timesteps), batch.frames)
 
 
@@ -53,7 +54,7 @@ def sdedit(backbone_teacher: ConceptTeacher, schedule: NoiseSchedule, batch: Edi
     towards the output caption."""
     images = frames_as_images(batch)
     x0 = images.source[:, :, 0]
-    noise = torch.randn(x0.shape, generator=generator)
+    noise = randn(x0.shape, generator, like=x0)
     start = sdedit_start(timesteps, level)
     if start == len(timesteps):
         return batch.source.clone()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data.splits import stream_seed
 from ..world import applicable, caption, make_edit, random_scene, render_frame, render_video
 from ..world.vocab import TASKS
+from ..models.placement import module_device
 from .paper_metrics import _features, viclip_dir
 
 
@@ -116,12 +117,15 @@ def contrastive_loss(kind: str, model: Any, tokenizer: Any, processor: Any, data
     else:
         pixels = processor(images=list(clips.reshape(n * f, *clips.shape[2:])), return_tensors="pt").pixel_values
         pixels = pixels.reshape(n, f, *pixels.shape[1:])
+    device = module_device(model)
+    ids, mask, pixels = texts.input_ids.to(device), texts.attention_mask.to(device), pixels.to(device)
+    if kind != "clip":
         videos = F.normalize(_features(model.get_video_features(pixel_values=pixels)), dim=-1)
-        words = F.normalize(_features(model.get_text_features(input_ids=texts.input_ids, attention_mask=texts.attention_mask)), dim=-1)
+        words = F.normalize(_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
         logits = model.logit_scale.exp() * words @ videos.T  # (texts, videos); pair i is the diagonal
-        target = torch.arange(n)
+        target = torch.arange(n, device=device)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-    return model(input_ids=texts.input_ids, attention_mask=texts.attention_mask, pixel_values=pixels, return_loss=True).loss
+    return model(input_ids=ids, attention_mask=mask, pixel_values=pixels, return_loss=True).loss
 
 
 def check(kind: str, encoder: Any, data: Pairs) -> dict[str, float]:

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.placement import module_device
+
 NAMES = ("clip_frame", "pick_score", "viclip_out", "viclip_dir")
 
 
@@ -48,7 +50,7 @@ class ImageText:
     def images(self, frames: np.ndarray) -> torch.Tensor:
         """Unit image embeddings (N, D) of uint8 frames (N, H, W, 3)."""
         pixels = self.processor(images=list(frames), return_tensors="pt").pixel_values
-        return F.normalize(_features(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        return _unit(self.model.get_image_features(pixel_values=_on(self.model, pixels)))
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
@@ -80,7 +82,7 @@ class VideoText:
         flat = clips[:, pick].reshape(b * self.frames, *clips.shape[2:])
         pixels = self.processor(images=list(flat), return_tensors="pt").pixel_values
         pixels = pixels.reshape(b, self.frames, *pixels.shape[1:])
-        return F.normalize(_features(self.model.get_video_features(pixel_values=pixels)), dim=-1)
+        return _unit(self.model.get_video_features(pixel_values=_on(self.model, pixels)))
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
@@ -89,8 +91,19 @@ class VideoText:
 
 def _text_embeds(model: Any, tokenizer: Any, texts: list[str]) -> torch.Tensor:
     tok = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt")
-    feats = model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
-    return F.normalize(_features(feats), dim=-1)
+    device = module_device(model)
+    return _unit(model.get_text_features(input_ids=tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device)))
+
+
+def _on(model: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """Processed pixels on the model's device, in its dtype (bf16 where frozen weights are)."""
+    p = next(model.parameters())
+    return pixels.to(p.device, p.dtype)
+
+
+def _unit(out: Any) -> torch.Tensor:
+    """Unit embeddings, float32 on the CPU (the metrics are numpy)."""
+    return F.normalize(_features(out).float(), dim=-1).cpu()
 
 
 @dataclass

@@ -88,7 +88,7 @@ def untrained_video_adapter(unet: Any, like: str | Path) -> Any:
     from diffusers import MotionAdapter, UNetMotionModel
 
     adapter = MotionAdapter.from_config(MotionAdapter.load_config(str(like)))
-    return zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter)))
+    return zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter))).to(unet.device, unet.dtype)
 
 
 def load_video_adapter(unet: Any, source: str) -> Any:
@@ -96,7 +96,8 @@ def load_video_adapter(unet: Any, source: str) -> Any:
     directory or hub id: the Shapes stage's output, or AnimateDiff's for the full profile)."""
     from diffusers import MotionAdapter, UNetMotionModel
 
-    return contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, MotionAdapter.from_pretrained(source)))
+    motion = UNetMotionModel.from_unet2d(unet, MotionAdapter.from_pretrained(source))
+    return contiguous_norm_inputs(motion).to(unet.device, unet.dtype)  # where the backbone is, in its dtype
 
 
 def contiguous_norm_inputs(model: Any) -> Any:
@@ -221,7 +222,7 @@ def load_token_embeddings(text_encoder: Any, tokenizer: Any, path: str | Path) -
     words = list(rows)
     with torch.no_grad():
         for word, i in zip(words, _token_ids(tokenizer, words)):
-            weight[i] = rows[word].to(weight.dtype)
+            weight[i] = rows[word].to(weight.device, weight.dtype)
     return words
 
 
@@ -257,6 +258,9 @@ class EditVideoModel:
         return type(self.unet).__name__ == "UNetMotionModel"
 
     def __call__(self, x, t, caption_emb, instruction_emb=None, source=None, tasks=None):
+        # the conditions on the sample's device (timesteps and task labels are often made on the CPU)
+        t, caption_emb, instruction_emb, source, tasks = (None if v is None else torch.as_tensor(v).to(x.device)
+                                                          for v in (t, caption_emb, instruction_emb, source, tasks))
         clip = x.ndim == 5
         if clip and not self.is_video:  # the image model on every frame
             f = x.shape[2]

@@ -32,7 +32,8 @@ class Backbone:
     text_counts: Counter = field(default_factory=Counter)  # "texts" encoded, "truncated" of them
 
     def encode_text(self, prompts: list[str]):
-        return encode_text(self.tokenizer, self.text_encoder, prompts, truncate=self.truncate, counts=self.text_counts)
+        """Encoded texts (N, L, D), float32, on the text encoder's device."""
+        return encode_text(self.tokenizer, self.text_encoder, prompts, truncate=self.truncate, counts=self.text_counts).float()
 
     @cached_property
     def space(self) -> PixelSpace | LatentSpace:
@@ -44,12 +45,19 @@ class Backbone:
         """The side of the frames it makes, in pixels (`sample_size` is in latents for SD)."""
         return int(self.unet.config.sample_size) * self.space.scale
 
-    def freeze(self) -> "Backbone":
-        """Frozen: no gradients, eval mode (the backbone is never trained by FDD)."""
+    def freeze(self, placement: Any = None) -> "Backbone":
+        """Frozen: no gradients, eval mode (the backbone is never trained by FDD); with a
+        `placement` (models/placement.py) also on its device, in its frozen dtype."""
         for module in (self.unet, self.text_encoder, self.vae):
             if module is not None:
                 module.requires_grad_(False).eval()
+                if placement is not None:
+                    placement.frozen(module)
         return self
+
+    @property
+    def device(self) -> Any:
+        return self.unet.device
 
     def text_metrics(self) -> dict[str, int]:
         """How many texts were encoded and how many were cut to the tokenizer's limit."""

@@ -67,11 +67,19 @@ class FeatureNetwork:
     std: tuple[float, ...]
 
 
-def feature_network(cfg: Config) -> FeatureNetwork:
+def feature_network(cfg: Config, placement: Any = None) -> FeatureNetwork:
     """DINOv2 from `fdd.discriminator.pretrained` (full), with its image processor's mean/std
     when the directory has one (ImageNet's otherwise), reading frames resized to
     `fdd.discriminator.image_size`; or the Shapes profile's small seeded Dinov2Model at the
-    world's frame size (distill/discriminators.py says why it is random)."""
+    world's frame size (distill/discriminators.py says why it is random). With a `placement`
+    (models/placement.py) it is frozen on its device, in its frozen dtype."""
+    network = _feature_network(cfg)
+    if placement is not None:
+        placement.frozen(network.model)
+    return network
+
+
+def _feature_network(cfg: Config) -> FeatureNetwork:
     from transformers import Dinov2Model
 
     from ..distill.discriminators import IMAGENET_MEAN, IMAGENET_STD, tiny_dino
@@ -97,7 +105,8 @@ def feature_network(cfg: Config) -> FeatureNetwork:
 
 def load_edit_adapter(stage_dir: str | Path, backbone: Backbone) -> Any:
     """The frozen edit adapter (a `ControlNetModel`) that `stage_dir/model.json` names, checked
-    against the backbone's model space: every stage that runs it loads it here."""
+    against the backbone's model space, on the backbone's device and in its dtype: every stage
+    that runs it loads it here."""
     from diffusers import ControlNetModel
 
     from .space import check_compatible
@@ -105,4 +114,4 @@ def load_edit_adapter(stage_dir: str | Path, backbone: Backbone) -> Any:
     key = f"{stage_dir}/model.json (the edit adapter)"
     controlnet = load_pretrained(ControlNetModel, trained_path(stage_dir), key)
     check_compatible(backbone.space, backbone.unet, controlnet, key)
-    return controlnet.requires_grad_(False).eval()
+    return controlnet.requires_grad_(False).eval().to(backbone.unet.device, backbone.unet.dtype)  # where the backbone is

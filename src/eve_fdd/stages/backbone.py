@@ -19,6 +19,7 @@ from ..data.splits import BACKBONE_TRAIN_STREAM
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.backbone import load_backbone, tiny_backbone
+from ..models.placement import Placement
 from ..train import backbone as tb
 from ..train.loop import Objective, TrainingOutputs, train
 
@@ -51,12 +52,15 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
 
     b, w = cfg.backbone, cfg.world
     backbone = tiny_backbone(cfg.models.backbone.tiny, w.size, cfg.seed)
+    placement = Placement.resolve(b.train.mixed_precision)  # accelerate's device (models/placement.py)
+    placement.trained([backbone.unet, backbone.text_encoder])
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
     before = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)
 
     obj = objective(cfg, backbone, schedule)
-    result = train(obj.modules, obj.step_fn, b.train, checkpoints, progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS))
+    result = train(obj.modules, obj.step_fn, b.train, checkpoints, progress=progress, on_log=on_log, fingerprint=cfg.fingerprint(PARAMS),
+                   placement=placement)
     backbone.freeze()
     model_dir = backbone.save(out_dir / "model")
     after = tb.check(backbone, scheduler, w, cfg.seed, b.eval_samples, b.eval_steps, b.guidance_scale)
@@ -67,6 +71,7 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
     contact_sheet([img[None] for img in after.samples[:n]], sheet, scale=max(1, 96 // w.size), captions=after.captions[:n])
     metrics = {
         **result.summary(b.batch_size),
+        **placement.metrics(),
         "params_unet": sum(p.numel() for p in backbone.unet.parameters()),
         "params_text_encoder": sum(p.numel() for p in backbone.text_encoder.parameters()),
         "check.all_present": after.all_present,

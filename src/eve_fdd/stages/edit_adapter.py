@@ -21,6 +21,7 @@ from ..config import Config
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, edit_adapter
+from ..models.placement import Placement
 from ..models.registry import build_backbone, trained_path
 from ..train import edit_adapter as te
 from ..train.loop import Objective, TrainingOutputs, train
@@ -59,8 +60,10 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
         return TrainingOutputs({"trained": 0})
 
     backbone_path = trained_path(backbone_dir)
-    backbone = build_backbone(cfg, backbone_path).freeze()
+    placement = Placement.resolve(e.train.mixed_precision)  # accelerate's device (models/placement.py)
+    backbone = build_backbone(cfg, backbone_path).freeze(placement)
     controlnet = edit_adapter(backbone.unet, e.conditioning_channels)
+    placement.trained([controlnet])
     model = EditVideoModel(backbone.unet, controlnet)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
@@ -70,12 +73,13 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
     obj = objective(cfg, backbone, model, schedule, train_pairs)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
     result = train(obj.modules, obj.step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(TRAIN_PARAMS, (weights, pairs_path)))
+                   fingerprint=cfg.fingerprint(TRAIN_PARAMS, (weights, pairs_path)), placement=placement)
     controlnet.requires_grad_(False).eval()
     controlnet.save_pretrained(out_dir / "model")
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "backbone": str(backbone_path)}, indent=2) + "\n")
 
-    found = te.check(backbone, model, scheduler, test_pairs, e.eval_steps, cfg.seed, e.samples, e.guidance_scale)
+    with placement.inference():
+        found = te.check(backbone, model, scheduler, test_pairs, e.eval_steps, cfg.seed, e.samples, e.guidance_scale)
     artifacts = [out_dir / "model.json"]
     if len(found.samples):
         sheet = out_dir / "samples.png"
@@ -83,6 +87,7 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
         artifacts.append(sheet)
     metrics = {
         **result.summary(e.batch_size),
+        **placement.metrics(),
         "params_controlnet": sum(p.numel() for p in controlnet.parameters()),
         "train_pairs": len(train_pairs),
         "test_pairs": len(test_pairs),

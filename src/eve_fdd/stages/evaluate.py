@@ -44,6 +44,7 @@ from ..evaluate.baselines import edit_frames, sdedit
 from ..evaluate.fidelity import psnr_ssim
 from ..evaluate.paper_metrics import MetricModels, load_image_text, load_video_text, paper_metrics
 from ..evaluate.video_edits import video_errors
+from ..models.placement import Placement
 from ..models.registry import build_backbone, load_edit_adapter, trained_path
 from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import round_robin
@@ -51,7 +52,7 @@ from ..train.video_adapter import clips_to_uint8
 
 # what dvc.yaml declares (not evaluate.baselines: adding a baseline reruns no other method)
 PARAMS = ("profile", "seed", "world", "videos.ingest", "diffusion", "fdd.teacher_guidance",
-          "fdd.inference_guidance", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
+          "fdd.inference_guidance", "fdd.mixed_precision", "evaluate.items", "evaluate.seed", "evaluate.batch_size",
           "evaluate.metric_batch_size", "evaluate.samples", "evaluate.benchmark")
 BASELINE_PARAMS = PARAMS + ("backbone.guidance_scale",)
 Edit = Callable[[EditBatch, torch.Generator], torch.Tensor]
@@ -112,14 +113,15 @@ def benchmark_items(cfg: Config) -> tuple[FddItems, list[dict]]:
     return items, rejects
 
 
-def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
+def method_editor(cfg: Config, method: str, dirs: Dirs, placement: Placement | None = None) -> tuple[Edit, Any]:
     """The method's edit function (EditBatch, generator) -> edited clips in pixels (decoded
     from the model's space; `input` returns the input's own pixels), and the backbone (whose
-    text encoder reads the data points)."""
+    text encoder reads the data points); the models placed by `placement` (CPU, float32 when None)."""
+    placement = placement or Placement()
     if method in FDD_VARIANTS:
-        editor = load_editor(cfg, dirs.fdd / method, dirs.backbone, dirs.edit_adapter, dirs.video_adapter)
+        editor = load_editor(cfg, dirs.fdd / method, dirs.backbone, dirs.edit_adapter, dirs.video_adapter, placement)
         return (lambda batch, g: editor.space.decode(editor.edit_batch(batch, g))), editor.backbone
-    backbone = build_backbone(cfg, trained_path(dirs.backbone)).freeze()
+    backbone = build_backbone(cfg, trained_path(dirs.backbone)).freeze(placement)
     space = backbone.space
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
@@ -140,7 +142,7 @@ def method_editor(cfg: Config, method: str, dirs: Dirs) -> tuple[Edit, Any]:
                      "input, edit_frames or sdedit_<NN>")
 
 
-def load_metric_models(directory: Path) -> MetricModels:
+def load_metric_models(directory: Path, placement: Placement | None = None) -> MetricModels:
     info = {}
     for kind in ("clip", "xclip"):
         path = directory / kind / "model.json"
@@ -150,7 +152,10 @@ def load_metric_models(directory: Path) -> MetricModels:
     clip = info["clip"]
     image_text = load_image_text(clip["path"])
     pick = image_text if clip["pick"] == clip["path"] else load_image_text(clip["pick"], clip.get("pick_processor"))
-    return MetricModels(image_text, pick, load_video_text(info["xclip"]["path"]))
+    models = MetricModels(image_text, pick, load_video_text(info["xclip"]["path"]))
+    if placement is not None:
+        placement.frozen(models.image_text.model, models.pick.model, models.video_text.model)
+    return models
 
 
 def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels) -> dict[str, float]:
@@ -166,10 +171,17 @@ def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels
     return {f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()} | metrics
 
 
-def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float], list[Path]]:
+def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float | str], list[Path]]:
+    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
+    placement = Placement.resolve(cfg.fdd.mixed_precision)
+    with placement.inference():  # the training steps open bf16 autocast themselves
+        return _build(cfg, method, dirs, out_dir, progress, placement)
+
+
+def _build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool, placement: Placement) -> tuple[dict[str, float | str], list[Path]]:
     items, rejects = benchmark_items(cfg) if cfg.evaluate.benchmark.csv else (held_out(cfg, dirs), [])
-    edit, backbone = method_editor(cfg, method, dirs)
-    models = load_metric_models(dirs.metric_models)
+    edit, backbone = method_editor(cfg, method, dirs, placement)
+    models = load_metric_models(dirs.metric_models, placement)
     load = data_fn(items, backbone.encode_text, backbone.space)
     g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
     chunks = [list(range(i, min(i + cfg.evaluate.batch_size, len(items)))) for i in range(0, len(items), cfg.evaluate.batch_size)]
@@ -183,7 +195,7 @@ def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = 
     edited_u8 = np.concatenate(edited)
     edit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = {"items": len(items), **score(items, edited_u8, cfg, models), **backbone.text_metrics(),
+    metrics = {"items": len(items), **placement.metrics(trains=False), **score(items, edited_u8, cfg, models), **backbone.text_metrics(),
                **{f"skipped.{k}": v for k, v in items.skipped.items()}}
     metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
 

@@ -39,6 +39,7 @@ from ..distill.teachers import EditTeacher, VideoTeacher
 from ..evaluate.video_edits import summarize, video_errors
 from ..models.adapters import edit_adapter, load_video_adapter, untrained_video_adapter
 from ..models.registry import build_backbone, feature_network, load_edit_adapter, trained_path
+from ..models.placement import Placement
 from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import round_robin
 from ..train.loop import TrainingOutputs
@@ -69,13 +70,23 @@ def fingerprints(cfg: Config, inputs: tuple[Path, ...]) -> tuple[str, str]:
 def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
+    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
+    placement = Placement.resolve(cfg.fdd.mixed_precision)
+    with placement.inference():  # the training steps open bf16 autocast themselves
+        return _build(cfg, variant, instructions, videos, backbone_dir, edit_dir, video_dir, out_dir, checkpoints, progress, on_log,
+                      placement)
+
+
+def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
+           out_dir: Path, checkpoints: Path | None, progress: bool, on_log: Callable[[dict[str, float]], None] | None,
+           placement: Placement) -> TrainingOutputs:
     f = cfg.fdd
     settings = variants.settings(f, variant, cfg.diffusion.inference_steps)  # a wrong variant stops here
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(variant)
     torch.manual_seed(f.seed)
 
-    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze(placement)
     space = backbone.space  # pixels (Shapes) or the VAE's latents (full): models/space.py
     motion_source = trained_path(video_dir)
     controlnet = load_edit_adapter(edit_dir, backbone)
@@ -98,20 +109,20 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
     train_items, test_items = load_items(instructions, videos, "train"), load_items(instructions, videos, "test")
     test_items = test_items.take(round_robin(test_items.tasks, f.eval_items))
     run_fingerprint, setup = fingerprints(cfg, (instructions, videos, backbone_dir, edit_dir, video_dir))
-    metrics: dict[str, float | str] = {"setup": setup, "train_items": len(train_items), "eval_items": len(test_items),
+    metrics: dict[str, float | str] = {"setup": setup, **placement.metrics(), "train_items": len(train_items), "eval_items": len(test_items),
                                        **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
     curve: list[dict[str, float]] = []
     progress_files: list[Path] = []
     if variants.trains(variant):
         d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.clip_frames,
-                                         feature_network(cfg))
+                                         feature_network(cfg, placement))
         fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings, space)
         pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items),
                            edit_teacher.with_guidance(f.teacher_guidance), video_teacher.with_guidance(f.teacher_guidance),
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
         samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=sheet_scale(backbone), space=space)
         result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, run_fingerprint, progress, on_log,
-                                      samples, f.sample_every)
+                                      samples, f.sample_every, placement)
         curve = result.curve
         progress_files = [*samples.paths, *timestep_plot(timesteps, scheduler, out_dir, f"fdd@{variant}")]
         metrics.update(result.summary(f.batch_size))
@@ -122,7 +133,7 @@ def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_
 
     student.guide(f.inference_guidance, empty)
     found, sheet_rows, labels, per_row = evaluate(student, edit_teacher.with_guidance(f.teacher_guidance), backbone, scheduler,
-                                                  test_items, cfg)
+                                                  test_items, cfg, placement=placement)
     metrics.update(found)
     metrics.update(backbone.text_metrics())
     artifacts = [out_dir / "model.json", *progress_files]
@@ -152,7 +163,7 @@ def run_settings(f: FddConfig) -> RunSettings:
 
 @torch.no_grad()
 def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, scheduler: Any, items: FddItems, cfg: Config,
-             chunk: int = 8) -> tuple[dict[str, float], list[np.ndarray], list[str], int]:
+             chunk: int = 8, placement: Placement | None = None) -> tuple[dict[str, float], list[np.ndarray], list[str], int]:
     """Edit held-out data points with T DDIM steps (first frame by the edit teacher, the rest
     by the student). With a ground truth (Shapes) they are scored against it, "return the
     input unchanged" beside them (`identity.*`); clips of the user's own set have none, and
@@ -160,7 +171,7 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     contact-sheet rows (input | edited [| ground truth] per data point), their labels and the
     rows per data point."""
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
-    editor = VideoEditor(student, edit_teacher, backbone, timesteps, cfg.clip_frames, backbone.frame_size)
+    editor = VideoEditor(student, edit_teacher, backbone, timesteps, cfg.clip_frames, backbone.frame_size, placement or Placement())
     load = data_fn(items, backbone.encode_text, backbone.space)
     g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
     truth_known = has_ground_truth(items)
@@ -168,7 +179,7 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     edited, truth = [], []
     for i in range(0, len(items), chunk):
         index = list(range(i, min(i + chunk, len(items))))
-        edited.append(backbone.space.decode(editor.edit_batch(load(index), g)))
+        edited.append(backbone.space.decode(editor.edit_batch(load(index), g)).cpu())
         if truth_known:
             truth.append(pixels_from_uint8(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
     edited_t, source_t = torch.cat(edited), pixels_from_uint8(items.frames)

@@ -43,6 +43,7 @@ from ..distill.teachers import ConceptTeacher, EditTeacher, lora_off, with_lora_
 from ..evaluate import per_task_means
 from ..evaluate.concepts import ConceptDetector, train_detector
 from ..models.adapters import frames_to_batch, load_token_embeddings
+from ..models.placement import Placement, randn
 from ..models.registry import build_backbone, feature_network, load_edit_adapter, trained_path
 from ..models.space import pixels_from_uint8
 from ..train.edit_adapter import region_errors, round_robin
@@ -52,7 +53,7 @@ from ..train.video_adapter import clips_to_uint8
 STAGE = "fdd_personal"
 # fdd's knobs this stage shares (the losses, schedule, k, discriminators, LoRA rank, seed)
 SHARED = ("seed", "k", "sds_only_fraction", "alpha", "beta", "lam", "sds_weighting", "sds_t_range", "lora_rank", "grad_clip",
-          "gradient_checkpointing", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
+          "gradient_checkpointing", "mixed_precision", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
 PARAMS = ("profile", "seed", "world", "videos.ingest.size", "diffusion", "loras.concepts",
           "loras.detector_steps", "loras.detector_renders", *(f"fdd.{k}" for k in SHARED),
           *(f"fdd_personal.{k}" for k in FddPersonalConfig.model_fields if k != "concepts"))  # as dvc.yaml: adding a concept reruns no other
@@ -64,14 +65,14 @@ def checkpoints_for(concept: str) -> Path:
     return Path("data/checkpoints/fdd_personal") / concept
 
 
-def concept_backbone(cfg: Config, concept: str, backbone_dir: Path, lora_dir: Path) -> tuple[Any, str]:
+def concept_backbone(cfg: Config, concept: str, backbone_dir: Path, lora_dir: Path, placement: Placement | None = None) -> tuple[Any, str]:
     """The frozen backbone, with the concept words' token embeddings that stage `loras` learned
     with the LoRA (if it did), and the LoRA's directory, from `lora_dir/model.json`."""
     lora_json = Path(lora_dir) / "model.json"
     if not lora_json.is_file():
         raise FileNotFoundError(f"fdd_personal: {lora_json} not found; run stage loras@{concept} first")
     info = json.loads(lora_json.read_text())
-    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze()
+    backbone = build_backbone(cfg, trained_path(backbone_dir)).freeze(placement)
     if info.get("token_embeddings"):
         load_token_embeddings(backbone.text_encoder, backbone.tokenizer, info["token_embeddings"])
     return backbone, info["path"]
@@ -80,10 +81,20 @@ def concept_backbone(cfg: Config, concept: str, backbone_dir: Path, lora_dir: Pa
 def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, lora_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
-    f, p, w = cfg.fdd, cfg.fdd_personal, cfg.world
+    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
     if concept not in cfg.loras.concepts:
         raise ValueError(f"fdd_personal: {concept!r} is not in loras.concepts {list(cfg.loras.concepts)}")
-    backbone, lora_path = concept_backbone(cfg, concept, backbone_dir, lora_dir)
+    placement = Placement.resolve(cfg.fdd.mixed_precision)
+    with placement.inference():  # the training steps open bf16 autocast themselves
+        return _build(cfg, concept, instructions, videos, backbone_dir, edit_dir, lora_dir, out_dir, checkpoints, progress, on_log,
+                      placement)
+
+
+def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, lora_dir: Path,
+           out_dir: Path, checkpoints: Path | None, progress: bool, on_log: Callable[[dict[str, float]], None] | None,
+           placement: Placement) -> TrainingOutputs:
+    f, p, w = cfg.fdd, cfg.fdd_personal, cfg.world
+    backbone, lora_path = concept_backbone(cfg, concept, backbone_dir, lora_dir, placement)
     space = backbone.space
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = checkpoints or checkpoints_for(concept)
@@ -106,11 +117,11 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
     if not has_ground_truth(test_items):  # the user's own set: the held-out inputs are drawn too (no scene to render)
         test_items = replace(test_items, frames=draw_inputs(test_items, concept_teacher, backbone.encode_text, teacher_steps,
                                                             f.seed + 1, space=space))
-    metrics: dict[str, float] = {"train_items": len(train_items), "eval_items": len(test_items),
+    metrics: dict[str, float | str] = {**placement.metrics(), "train_items": len(train_items), "eval_items": len(test_items),
                                  **{f"skipped.{k}": v for k, v in items.skipped.items()}}
 
     settings = variants.settings(f, "full", cfg.diffusion.inference_steps, iterations=p.iterations)
-    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, 1, feature_network(cfg))
+    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, 1, feature_network(cfg, placement))
     fdd = FDD(student, edit_teacher, concept_teacher, d_edit, d_concept, scheduler, schedule, settings, space)
     pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items), edit_teacher, concept_teacher,
                        teacher_steps, p.pool_size, p.pool_refresh, f.seed)
@@ -118,7 +129,8 @@ def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_
                       f.seed, f.discriminator.lr)
     scale = max(1, 96 // cfg.frame_size)
     samples = ProgressSamples(out_dir / "progress", fps=1, scale=scale, space=space)
-    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every)
+    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every,
+                                  placement)
     metrics.update(result.summary(p.batch_size))
     metrics["pool.generated"] = pool.generated
     student.unet.requires_grad_(False)
@@ -167,11 +179,11 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     out: dict[str, list[torch.Tensor]] = {name: [] for name in SETTINGS}
     for i in range(0, len(reps), chunk):
         batch = load(list(range(i, min(i + chunk, len(reps)))))
-        noise = torch.randn(batch.source.shape, generator=g)  # one draw for the three settings
-        out["edit_only"].append(space.decode(edit_teacher.sample(noise, batch, timesteps)))
+        noise = randn(batch.source.shape, g, like=batch.source)  # one draw for the three settings
+        out["edit_only"].append(space.decode(edit_teacher.sample(noise, batch, timesteps)).cpu())
         with lora_off(student.unet):
-            out["plug_and_play"].append(space.decode(student.generate(noise, batch, timesteps)))
-        out["aligned"].append(space.decode(student.generate(noise, batch, timesteps)))
+            out["plug_and_play"].append(space.decode(student.generate(noise, batch, timesteps)).cpu())
+        out["aligned"].append(space.decode(student.generate(noise, batch, timesteps)).cpu())
     source = pixels_from_uint8(reps.frames)
     edited = {name: torch.cat(xs) for name, xs in out.items()} | {"identity": source}
     metrics: dict[str, float] = {"eval.ground_truth": float(detector is not None)}

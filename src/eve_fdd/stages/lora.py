@@ -20,6 +20,7 @@ from ..data.splits import LORA_TRAIN_STREAM
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import LORA_WEIGHTS, ConceptTokens, add_lora
+from ..models.placement import Placement
 from ..models.registry import build_backbone, trained_path
 from ..train import backbone as tb
 from ..train import lora as tl
@@ -61,23 +62,26 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
 
     checkpoints = checkpoints or Path("data/checkpoints/loras") / concept
     backbone_path = trained_path(backbone_dir)
-    backbone = build_backbone(cfg, backbone_path).freeze()
+    placement = Placement.resolve(lo.train.mixed_precision)  # accelerate's device (models/placement.py)
+    backbone = build_backbone(cfg, backbone_path).freeze(placement)
     add_lora(backbone.unet, concept, rank=lo.rank, targets=lo.target_modules)
     tokens = ConceptTokens(backbone.text_encoder, backbone.tokenizer, vocab.CONCEPT_WORDS[concept]).attach() if lo.token_embeddings else None
+    placement.trained([backbone.unet] + ([tokens] if tokens is not None else []))
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
 
     obj = objective(cfg, concept, backbone, schedule, tokens)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
     result = train(obj.modules, obj.step_fn, lo.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(PARAMS, (weights,)) + concept)
+                   fingerprint=cfg.fingerprint(PARAMS, (weights,)) + concept, placement=placement)
     backbone.unet.requires_grad_(False)
     backbone.unet.save_lora_adapter(str(out_dir / "model"), adapter_name=concept)
     embeddings = str(tokens.save(out_dir / "model")) if tokens is not None else None
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "concept": concept,
                                                     "token_embeddings": embeddings, "backbone": str(backbone_path)}, indent=2) + "\n")
-    found = tl.check(backbone, concept, scheduler, cfg.world, cfg.seed, concept, lo.eval_samples, lo.eval_steps,
-                     lo.guidance_scale, lo.detector_steps, lo.detector_renders, tokens)
+    with placement.inference():
+        found = tl.check(backbone, concept, scheduler, cfg.world, cfg.seed, concept, lo.eval_samples, lo.eval_steps,
+                         lo.guidance_scale, lo.detector_steps, lo.detector_renders, tokens)
     artifacts = [out_dir / "model.json"]
     n = min(lo.samples, len(found.samples))
     if n:
@@ -86,6 +90,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
         artifacts.append(sheet)
     metrics = {
         **result.summary(lo.batch_size),
+        **placement.metrics(),
         "params_lora": sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" in n),
         "params_token_embeddings": tokens.rows.numel() if tokens is not None else 0,
         **{f"check.{k}": round(v, 5) for k, v in found.metrics.items()},

@@ -24,6 +24,7 @@ from ..data.splits import VIDEO_ADAPTER_TRAIN_STREAM
 from ..data.video import contact_sheet, write_gif
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, motion_parameters, video_adapter
+from ..models.placement import Placement
 from ..models.registry import build_backbone, trained_path
 from ..train import video_adapter as tv
 from ..train.loop import Objective, TrainingOutputs, train
@@ -61,25 +62,28 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
         return TrainingOutputs({"trained": 0})
 
     backbone_path = trained_path(backbone_dir)
-    backbone = build_backbone(cfg, backbone_path).freeze()
+    placement = Placement.resolve(v.train.mixed_precision)  # accelerate's device (models/placement.py)
+    backbone = build_backbone(cfg, backbone_path).freeze(placement)
     unet = video_adapter(backbone.unet, heads=v.heads, max_frames=max(32, w.frames))
     unet.requires_grad_(False)
     for p in motion_parameters(unet):
         p.requires_grad_(True)
+    placement.trained([unet])
     model = EditVideoModel(unet)
     scheduler = make_scheduler(cfg.diffusion)
     schedule = NoiseSchedule.from_scheduler(scheduler)
 
     def check():
         unet.eval()
-        return tv.check(model, backbone.encode_text, scheduler, w, cfg.seed, v.eval_clips, v.eval_steps)
+        with placement.inference():
+            return tv.check(model, backbone.encode_text, scheduler, w, cfg.seed, v.eval_clips, v.eval_steps)
 
     before = check()  # temporal layers at zero: every frame sampled independently
 
     obj = objective(cfg, backbone, model, schedule)
     weights = Path(backbone_path) / "unet" / "diffusion_pytorch_model.safetensors"
     result = train(obj.modules, obj.step_fn, v.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(PARAMS, (weights,)))
+                   fingerprint=cfg.fingerprint(PARAMS, (weights,)), placement=placement)
     unet.requires_grad_(False)
     after = check()
     unet.save_motion_modules(str(out_dir / "model"))
@@ -101,6 +105,7 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
             artifacts.append(gif)
     metrics = {
         **result.summary(v.batch_size),
+        **placement.metrics(),
         "params_motion": sum(p.numel() for p in motion_parameters(unet)),
         **{f"check.{k}": round(val, 5) for k, val in after.metrics.items()},
         **{f"check.independent.{k}": round(val, 5) for k, val in before.metrics.items() if "ground_truth" not in k},

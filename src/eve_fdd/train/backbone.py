@@ -18,6 +18,7 @@ import torch
 from ..data.splits import BACKBONE_EVAL_STREAM, stream_seed
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.backbone import Backbone
+from ..models.placement import module_device, randn
 from ..world import caption, random_scene, render_frame
 from ..world.detect import detect
 
@@ -28,7 +29,7 @@ def to_unit(images: np.ndarray) -> torch.Tensor:
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def batch(world: Any, seed: int, stream: int, indices: range, generator: np.random.Generator | None = None) -> tuple[torch.Tensor, list[str], list]:
@@ -52,8 +53,9 @@ def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captio
     unconditional prediction that classifier-free guidance needs."""
     drop = torch.rand(len(captions), generator=generator) < caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    x0 = x0.to(module_device(backbone.unet))
+    t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    noise = randn(x0.shape, generator, like=x0)
     x_t = schedule.add_noise(x0, noise, t)
     out = backbone.unet(x_t, t, encoder_hidden_states=backbone.encode_text(captions)).sample
     if min_snr_gamma is None:
@@ -68,7 +70,7 @@ def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor,
     """uint8 images for captions, by DDIM over `timesteps`, with classifier-free guidance
     (prediction = uncond + scale * (cond - uncond)) when `guidance_scale` > 1."""
     emb = backbone.encode_text(captions)
-    noise = torch.randn((len(captions), 3, size, size), generator=generator)
+    noise = randn((len(captions), 3, size, size), generator, like=emb)
     guided = guidance_scale != 1.0
     if guided:
         emb = torch.cat([backbone.encode_text([""] * len(captions)), emb])

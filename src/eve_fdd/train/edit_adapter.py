@@ -26,6 +26,7 @@ from ..evaluate import per_task_means
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.adapters import EditVideoModel, task_ids
 from ..models.backbone import Backbone
+from ..models.placement import module_device, randn
 from ..world import EditSpec, Scene, apply_edit
 from ..world.detect import detect
 from .backbone import to_uint8
@@ -75,16 +76,17 @@ def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule
     """Diffusion loss of the edited image given the input image, instruction and task. A share
     `text_dropout` of pairs loses both texts (caption and instruction -> ""), so the adapter
     also learns the text-free prediction that classifier-free guidance on the edit needs."""
-    x0 = pairs.target
+    device = module_device(model.unet)
+    x0, source = pairs.target.to(device), pairs.source.to(device)
     drop = (torch.rand(len(pairs), generator=generator) < text_dropout).tolist()
     captions = ["" if d else c for c, d in zip(pairs.captions, drop)]
     instructions = ["" if d else i for i, d in zip(pairs.instructions, drop)]
-    t = torch.randint(0, schedule.train_timesteps, (len(pairs),), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    t = torch.randint(0, schedule.train_timesteps, (len(pairs),), generator=generator).to(device)
+    noise = randn(x0.shape, generator, like=x0)
     with torch.no_grad():  # the backbone's text encoder is frozen
         caption_emb = backbone.encode_text(captions)
         instruction_emb = backbone.encode_text(instructions)
-    out = model(schedule.add_noise(x0, noise, t), t, caption_emb, instruction_emb, pairs.source, task_ids(pairs.tasks))
+    out = model(schedule.add_noise(x0, noise, t), t, caption_emb, instruction_emb, source, task_ids(pairs.tasks))
     return torch.nn.functional.mse_loss(out, schedule.target(x0, noise, t))
 
 
@@ -98,17 +100,18 @@ def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSched
     for i in range(0, len(pairs), batch_size):
         part = pairs.take(range(i, min(i + batch_size, len(pairs))))
         cap, ins, tasks = backbone.encode_text(part.captions), backbone.encode_text(part.instructions), task_ids(part.tasks)
-        noise = torch.randn(part.source.shape, generator=generator)
+        source = part.source.to(module_device(model.unet))
+        noise = randn(source.shape, generator, like=source)
         if guidance_scale == 1.0:
-            denoise = lambda x, t: model(x, t, cap, ins, part.source, tasks)  # noqa: E731
+            denoise = lambda x, t: model(x, t, cap, ins, source, tasks)  # noqa: E731
         else:
             empty = backbone.encode_text([""] * len(part))
             both = lambda a, b: torch.cat([a, b])  # noqa: E731
 
             def denoise(x, t):
-                u, c = model(both(x, x), both(t, t), both(empty, cap), both(empty, ins), both(part.source, part.source), both(tasks, tasks)).chunk(2)
+                u, c = model(both(x, x), both(t, t), both(empty, cap), both(empty, ins), both(source, source), both(tasks, tasks)).chunk(2)
                 return u + guidance_scale * (c - u)
-        out.append(ddim_sample(denoise, noise, schedule, timesteps))
+        out.append(ddim_sample(denoise, noise, schedule, timesteps).float().cpu())
     return torch.cat(out)
 
 

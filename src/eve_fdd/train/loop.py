@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
+from ..models.placement import Placement, native_bf16, resolve_precision  # noqa: F401 (the loop's precision, re-exported)
 
 StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
@@ -113,32 +114,6 @@ def trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Paramet
     return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; on this 2-core machine
-    the small Llama trains ~1.4x and the Shapes UNets 1.1-1.2x faster in bf16); elsewhere
-    autocast would emulate it, slower than float32."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # private helpers moved: stay in float32
-        return False
-
-
-def resolve_precision(mixed_precision: str) -> str:
-    """accelerate's `mixed_precision` for a TrainConfig value: "auto" becomes "bf16" where
-    the device computes bfloat16 natively, else "no"."""
-    if mixed_precision != "auto":
-        return mixed_precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "no"
-    return "bf16" if native_bf16() else "no"
-
-
-def bf16_autocast(enabled: bool) -> Any:
-    """bfloat16 autocast on the device training runs on (CUDA when there is one, as
-    accelerate picks it), or a no-op when not `enabled`."""
-    return torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16, enabled=enabled)
-
-
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = sorted((out_dir / "checkpoints").glob("step-*[0-9]"))
     return found[-1] if found else None
@@ -153,11 +128,15 @@ def train(
     on_log: Callable[[dict[str, float]], None] | None = None,
     fingerprint: str = "",
     critic: Critic | None = None,
+    placement: Placement | None = None,
 ) -> TrainResult:
     """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any.
     `fingerprint` names what is being trained (e.g. a hash of its config): checkpoints
     written under another fingerprint are removed instead of resumed. Logged rows carry the
-    gradient norm before clipping (`grad_norm`, and `critic.grad_norm` with a critic)."""
+    gradient norm before clipping (`grad_norm`, and `critic.grad_norm` with a critic).
+    `placement` (models/placement.py; by default resolved from `cfg.mixed_precision`) is where
+    the trained modules go and whether the steps run under bf16 autocast; the stage places its
+    frozen models and `step_fn` makes its tensors on that device."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -166,10 +145,14 @@ def train(
     params = trainable(modules)
     if not params:
         raise ValueError(f"nothing to train: no parameter of {sorted(modules)} requires gradients")
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    placement = placement or Placement.resolve(cfg.mixed_precision)
+    accelerator = Accelerator(cpu=placement.device.type == "cpu")
     # bf16 autocast by hand, not Accelerator(mixed_precision=...): accelerate's state is one per
     # process and refuses a second setting, and one process may train several models (tests, FDD)
-    bf16 = resolve_precision(cfg.mixed_precision) == "bf16"
+    bf16 = placement.bf16
+    placement.trained(modules.values())
+    if critic is not None:
+        placement.trained(critic.modules.values())
     if cfg.gradient_checkpointing:
         for module in modules.values():
             if hasattr(module, "enable_gradient_checkpointing"):
@@ -205,7 +188,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        with bf16_autocast(bf16):
+        with placement.autocast():
             loss, logs = step_fn(step, gen)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
@@ -216,7 +199,7 @@ def train(
         if ema is not None:
             ema.step(list(params.values()))
         if critic is not None and critic.active(step):
-            with bf16_autocast(bf16):
+            with placement.autocast():
                 critic_loss, critic_logs = critic.step_fn(step, gen)
             if not torch.isfinite(critic_loss):
                 raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
@@ -293,14 +276,14 @@ def _load(ckpt: Path, roles: Roles, ema: Any) -> TrainResult:
         states.setdefault(name, {})[moment] = value
     for role, opt in roles:
         for n, p in role.items():
-            if n in states:
-                opt.state[p] = states[n]
+            if n in states:  # moments on the parameter's device; AdamW keeps its `step` count on the CPU
+                opt.state[p] = {k: v if k == "step" else v.to(p.device) for k, v in states[n].items()}
     params = roles[0][0]
     state = json.loads((ckpt / "state.json").read_text())
     if ema is not None:
         if (ckpt / "ema.safetensors").is_file():
             shadow = load_file(ckpt / "ema.safetensors")
-            ema.shadow_params = [shadow[n].clone() for n in params]
+            ema.shadow_params = [shadow[n].to(params[n].device) for n in params]
             ema.optimization_step = state.get("ema_step") or state["step"]
         else:
             raise ValueError(f"{ckpt}: EMA is on but the checkpoint has no ema.safetensors")

@@ -24,6 +24,7 @@ import torch
 from ..data.splits import VIDEO_ADAPTER_EVAL_STREAM, stream_seed
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.adapters import EditVideoModel, with_first_frame
+from ..models.placement import module_device, randn
 from ..world import caption, random_scene, render_video
 from ..world.detect import UNCHECKABLE_STYLES, detect
 from .backbone import to_uint8
@@ -49,8 +50,9 @@ def clips_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def video_loss(model: EditVideoModel, schedule: NoiseSchedule, x0: torch.Tensor, caption_emb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Diffusion loss of frames 1.. of clips x0 given their clean first frame and caption."""
-    t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator)
+    x0, caption_emb = x0.to(module_device(model.unet)), caption_emb.to(module_device(model.unet))
+    t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
+    noise = randn(x0.shape, generator, like=x0)
     x_t = with_first_frame(schedule.add_noise(x0, noise, t), x0[:, :, 0])
     out = model(x_t, t, caption_emb)
     return torch.nn.functional.mse_loss(out[:, :, 1:], schedule.target(x0, noise, t)[:, :, 1:])
@@ -59,11 +61,13 @@ def video_loss(model: EditVideoModel, schedule: NoiseSchedule, x0: torch.Tensor,
 @torch.no_grad()
 def sample_clips(model: EditVideoModel, schedule: NoiseSchedule, timesteps: torch.Tensor, first: torch.Tensor,
                  caption_emb: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
-    """Clips (B, 3, F, H, W) in [-1, 1] that start at `first` (B, 3, H, W), by DDIM from noise."""
+    """Clips (B, 3, F, H, W) in [-1, 1] that start at `first` (B, 3, H, W), by DDIM from noise
+    on the model's device; returned on the CPU."""
     b, c, h, w = first.shape
-    noise = torch.randn((b, c, frames, h, w), generator=generator)
+    first = first.to(module_device(model.unet))
+    noise = randn((b, c, frames, h, w), generator, like=first)
     x = ddim_sample(lambda x, t: model(with_first_frame(x, first), t, caption_emb), noise, schedule, timesteps)
-    return with_first_frame(x, first)
+    return with_first_frame(x, first).float().cpu()
 
 
 def frame_change(x: torch.Tensor) -> np.ndarray:
