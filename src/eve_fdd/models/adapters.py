@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..world import vocab
+from .placement import move
 
 TASK_LABELS = vocab.ALL_TASKS  # class index = position here
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -88,7 +89,7 @@ def untrained_video_adapter(unet: Any, like: str | Path) -> Any:
     from diffusers import MotionAdapter, UNetMotionModel
 
     adapter = MotionAdapter.from_config(MotionAdapter.load_config(str(like)))
-    return zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter))).to(unet.device, unet.dtype)
+    return move(zero_temporal_outputs(contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, adapter))), unet.device, unet.dtype)
 
 
 def load_video_adapter(unet: Any, source: str) -> Any:
@@ -97,7 +98,7 @@ def load_video_adapter(unet: Any, source: str) -> Any:
     from diffusers import MotionAdapter, UNetMotionModel
 
     motion = UNetMotionModel.from_unet2d(unet, MotionAdapter.from_pretrained(source))
-    return contiguous_norm_inputs(motion).to(unet.device, unet.dtype)  # where the backbone is, in its dtype
+    return move(contiguous_norm_inputs(motion), unet.device, unet.dtype)  # where the backbone is, in its dtype
 
 
 def contiguous_norm_inputs(model: Any) -> Any:

@@ -38,6 +38,15 @@ def module_device(module: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def move(module: Any, device: torch.device, dtype: torch.dtype | None = None) -> Any:
+    """`module` on `device`, its floating-point weights in `dtype` (None: as they are). The dtype
+    is cast only where it differs (diffusers warns on every `.to(dtype)` of its models)."""
+    module.to(device)
+    if dtype is not None and any(p.is_floating_point() and p.dtype != dtype for p in module.parameters()):
+        module.to(dtype)
+    return module
+
+
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX; on this 2-core machine
     the small Llama trains ~1.4x and the Shapes UNets 1.1-1.2x faster in bf16); elsewhere
@@ -80,7 +89,7 @@ class Placement:
         """Frozen modules (no gradients, eval mode) on the device in `frozen_dtype`; returns the first."""
         for m in modules:
             if m is not None:
-                m.requires_grad_(False).eval().to(self.device, self.frozen_dtype)
+                move(m.requires_grad_(False).eval(), self.device, self.frozen_dtype)
         return modules[0] if modules else None
 
     def trained(self, modules: Iterable[Any]) -> None:

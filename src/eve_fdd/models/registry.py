@@ -109,9 +109,10 @@ def load_edit_adapter(stage_dir: str | Path, backbone: Backbone) -> Any:
     that runs it loads it here."""
     from diffusers import ControlNetModel
 
+    from .placement import move
     from .space import check_compatible
 
     key = f"{stage_dir}/model.json (the edit adapter)"
     controlnet = load_pretrained(ControlNetModel, trained_path(stage_dir), key)
     check_compatible(backbone.space, backbone.unet, controlnet, key)
-    return controlnet.requires_grad_(False).eval().to(backbone.unet.device, backbone.unet.dtype)  # where the backbone is
+    return move(controlnet.requires_grad_(False).eval(), backbone.unet.device, backbone.unet.dtype)  # where the backbone is
