@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="fdd.mixed_precision for the full-profile stages (default auto)")
     args = ap.parse_args()
 
-    from full_profile import build_tiny_full, full_stage_inputs
+    from full_profile import build_tiny_full, full_stage_inputs, metric_models_dir
     from test_stage_fdd_full import FRAME, full_cfg
 
     from eve_fdd.config import Config
@@ -54,11 +54,7 @@ def main() -> None:
         rows.append({"stage": "fdd@full (tiny full profile)", "seconds": round(time.perf_counter() - start, 1), "peak_mib": _peak(),
                      **{k: out.metrics[k] for k in ("device", "bf16", "frozen_bf16")}, "final_loss": out.metrics["final_loss"]})
 
-        metric_dir = root / "metric_models"
-        for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
-                           ("xclip", {"path": str(models["xclip"])})):
-            (metric_dir / kind).mkdir(parents=True)
-            (metric_dir / kind / "model.json").write_text(json.dumps(info))
+        metric_dir = metric_models_dir(models, root / "metric_models")
         dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
                              inputs["video_dir"], root / "fdd", metric_dir)
         ecfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"items": 2, "batch_size": 2, "samples": 0})})

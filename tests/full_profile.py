@@ -239,6 +239,17 @@ def full_stage_inputs(models: dict[str, Path], root: Path, ingest, tasks=FULL_TA
     return dict(instructions=root / "instructions.parquet", videos=root / "videos.parquet", **dirs)
 
 
+def metric_models_dir(models: dict[str, Path], root: Path) -> Path:
+    """A `metric_models` stage output naming the tiny CLIP (PickScore too) and X-CLIP, as the full
+    profile's stage writes it."""
+    root = Path(root)
+    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
+                       ("xclip", {"path": str(models["xclip"])})):
+        (root / kind).mkdir(parents=True)
+        (root / kind / "model.json").write_text(json.dumps(info))
+    return root
+
+
 def tiny_full_gguf(path: Path, captions=None) -> Path:
     """A tiny Llama GGUF that answers the full profile's instruction requests in valid JSON
     (measured: 20 of 20 requests and 12 of 12 subject/style requests accepted at the first try):

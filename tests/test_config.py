@@ -122,3 +122,11 @@ def test_fingerprint_hashes_every_file_of_a_directory_input(tmp_path):
     (teacher / "model" / "weights.safetensors").rename(teacher / "model" / "other.safetensors")
     assert cfg.fingerprint(("fdd",), (teacher,)) not in (before, changed)
     assert cfg.fingerprint(("fdd",)) != cfg.fingerprint(("fdd",), (teacher,))
+
+
+def test_an_unquoted_no_precision_is_float32_not_an_error():
+    # YAML 1.1 reads `mixed_precision: no` as false; DVC's `-S fdd.mixed_precision=no` writes it so
+    cfg = parse_config(yaml.safe_load("fdd:\n  mixed_precision: no\nbackbone:\n  train:\n    mixed_precision: no\n"))
+    assert cfg.fdd.mixed_precision == "no" and cfg.backbone.train.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="fdd.mixed_precision"):
+        parse_config({"fdd": {"mixed_precision": True}})

@@ -13,7 +13,7 @@ import torch
 from eve_fdd.config import Config
 from eve_fdd.stages import fdd
 
-from full_profile import build_tiny_full, full_stage_inputs
+from full_profile import build_tiny_full, full_stage_inputs, metric_models_dir
 
 FRAME = 32
 
@@ -96,11 +96,7 @@ def test_every_method_is_edited_in_latents_scored_by_the_paper_metrics_and_repor
         "evaluate": Config().evaluate.model_copy(update={"items": 3, "batch_size": 2, "samples": 2, "baselines": methods[1:]})})
     cfg = cfg.model_copy(update={"fdd": cfg.fdd.model_copy(update={"variants": ("no_align",)})})
     _build(cfg, inputs, tmp_path / "fdd", "no_align")
-    metric_dir = tmp_path / "metric_models"
-    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
-                       ("xclip", {"path": str(models["xclip"])})):
-        (metric_dir / kind).mkdir(parents=True)
-        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    metric_dir = metric_models_dir(models, tmp_path / "metric_models")
     dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
                          tmp_path / "fdd", metric_dir)
     (held,) = [v for v in tables.read_table(tables.VIDEOS, inputs["videos"]) if v["split"] == "test"]
@@ -141,11 +137,7 @@ def test_a_benchmark_in_tgve_layout_is_scored_with_its_missing_videos_counted(mo
                     "remove the square", "a blue background"])
         w.writerow(["green_down", "a green square moving down on a white background", "a green square, watercolour", "", "", "", "", ""])
         w.writerow(["not_there", "a clip that is not in the folder", "an oil painting", "", "", "", "", ""])
-    metric_dir = tmp_path / "metric_models"
-    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
-                       ("xclip", {"path": str(models["xclip"])})):
-        (metric_dir / kind).mkdir(parents=True)
-        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    metric_dir = metric_models_dir(models, tmp_path / "metric_models")
     base = full_cfg(models)
     cfg = base.model_copy(update={"evaluate": base.evaluate.model_copy(update={
         "samples": 1, "benchmark": base.evaluate.benchmark.model_copy(update={"dir": str(bench), "csv": "tgve.csv", "videos": "videos"})})})
@@ -182,11 +174,7 @@ def test_fdd_and_evaluate_run_with_frozen_weights_in_bf16_as_on_a_gpu(models, in
     assert all(v.dtype == torch.float32 for v in lora.values())  # trained in float32 on a bf16 base
     assert any(float(v.abs().sum()) > 0 for k, v in lora.items() if "lora_B" in k)  # and it trained (B starts at zero)
 
-    metric_dir = tmp_path / "metric_models"
-    for kind, info in (("clip", {"path": str(models["clip"]), "pick": str(models["pick"]), "pick_processor": None}),
-                       ("xclip", {"path": str(models["xclip"])})):
-        (metric_dir / kind).mkdir(parents=True)
-        (metric_dir / kind / "model.json").write_text(json.dumps(info))
+    metric_dir = metric_models_dir(models, tmp_path / "metric_models")
     dirs = evaluate.Dirs(inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"], inputs["video_dir"],
                          tmp_path / "fdd", metric_dir)
     cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"items": 2, "batch_size": 2, "samples": 0})})

@@ -9,12 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .llm.tiny import TinyLlamaConfig
+
+
+def _precision(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `no` as false (and DVC's `-S key=no` writes it unquoted)."""
+    return "no" if value is False else value
+
+
+# accelerate's mixed_precision values, plus auto (bf16 where the device computes it natively)
+Precision = Annotated[Literal["no", "bf16", "auto"], BeforeValidator(_precision)]
 
 
 class ConfigError(ValueError):
@@ -176,7 +185,7 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     ema_decay: float = Field(0.0, ge=0, lt=1, description="EMA of the trained weights (diffusers EMAModel); 0 = off")
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "auto"] = Field(
+    mixed_precision: Precision = Field(
         "no", description="bf16: each step's forward and loss under bfloat16 autocast (accelerate's mixed_precision values; "
         "weights, gradients, optimiser and EMA stay float32); auto: bf16 where the hardware computes it natively (a "
         "CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else no")
@@ -299,7 +308,7 @@ class FddConfig(Section):
     lora_rank: int = Field(8, ge=1)
     grad_clip: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "auto"] = Field(
+    mixed_precision: Precision = Field(
         "no", description="the student, teachers and discriminators of stages fdd, fdd_personal, evaluate, baselines and "
         "eve-fdd edit: bf16 = bfloat16 autocast, trained weights float32, frozen weights stored in bf16 on CUDA; auto = bf16 "
         "where the device computes it natively; no = float32 (Shapes' results were measured so)")
