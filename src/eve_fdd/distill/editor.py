@@ -135,13 +135,13 @@ def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "
     if info.get("trainable") == "all":  # random_init: the student trained its own adapters
         unet = untrained_video_adapter(backbone.unet, trained_path(video_dir))
         _load_motion(unet, Path(info["motion_modules"]))
-        student_cn = placement.frozen(load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)"))
+        student_cn = load_pretrained(ControlNetModel, info["controlnet"], f"{Path(model_dir) / 'model.json'} (controlnet)")
     else:
         unet, student_cn = load_video_adapter(backbone.unet, trained_path(video_dir)), teacher_cn
     with torch.no_grad():
         empty = backbone.encode_text([""])
     student = Student(unet, student_cn, schedule, lora_name=LORA, lora=info["lora"]).guide(cfg.fdd.inference_guidance, empty)
-    placement.frozen(student.unet, student.controlnet)
+    placement.frozen(student.unet, student.controlnet)  # the trained student's own parts and its LoRA too
     size = backbone.frame_size  # pixels: the UNet's sample size times the VAE's scale (1 in pixel space)
     if size != cfg.frame_size:
         raise ValueError(f"{trained_path(backbone_dir)}: the backbone makes {size}x{size} frames but params.yaml has "

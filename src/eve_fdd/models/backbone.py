@@ -49,15 +49,11 @@ class Backbone:
         """Frozen: no gradients, eval mode (the backbone is never trained by FDD); with a
         `placement` (models/placement.py) also on its device, in its frozen dtype."""
         for module in (self.unet, self.text_encoder, self.vae):
-            if module is not None:
+            if module is not None and placement is not None:
+                placement.frozen(module)  # no gradients, eval mode, its device and dtype
+            elif module is not None:
                 module.requires_grad_(False).eval()
-                if placement is not None:
-                    placement.frozen(module)
         return self
-
-    @property
-    def device(self) -> Any:
-        return self.unet.device
 
     def text_metrics(self) -> dict[str, int]:
         """How many texts were encoded and how many were cut to the tokenizer's limit."""

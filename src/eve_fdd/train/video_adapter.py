@@ -50,7 +50,8 @@ def clips_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def video_loss(model: EditVideoModel, schedule: NoiseSchedule, x0: torch.Tensor, caption_emb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Diffusion loss of frames 1.. of clips x0 given their clean first frame and caption."""
-    x0, caption_emb = x0.to(module_device(model.unet)), caption_emb.to(module_device(model.unet))
+    device = module_device(model.unet)
+    x0, caption_emb = x0.to(device), caption_emb.to(device)
     t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
     noise = randn(x0.shape, generator, like=x0)
     x_t = with_first_frame(schedule.add_noise(x0, noise, t), x0[:, :, 0])
