@@ -59,33 +59,40 @@ def _set_args(overrides: dict[str, Any]) -> list[str]:
     return [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
 
 
-def missing_results() -> list[str]:
-    """Directory outputs of the committed pipeline (git HEAD, the experiments' baseline: its
-    dvc.yaml, params and dvc.lock) whose listing is not in the DVC cache: a fresh clone, whose
-    lock records results this machine never made. Read through DVC from HEAD, not from the
-    workspace: another ablation's `dvc exp run --temp` briefly writes its `-S` values into the
-    workspace's params.yaml while it stashes them, and `dvc data status` run then saw that
-    variant's results as missing."""
-    from dvc.repo import Repo
+def baseline() -> tuple[str, list[str]]:
+    """The experiments' baseline: git HEAD's commit, and the directory outputs of its pipeline
+    (dvc.yaml, params and dvc.lock) whose listing is not in the DVC cache (a fresh clone, whose
+    lock records results this machine never made). Read under DVC's repository lock, waiting for
+    it: another ablation's `dvc exp run --temp` holds it while it stashes its `-S` values, and
+    meanwhile detaches HEAD onto its temporary commits and writes those values into the
+    workspace's params.yaml. Read then, HEAD was one of those commits ("'./dvc.yaml' validation
+    failed in revision ...", seen in CI) and `dvc data status` saw that variant's results as
+    missing; so the outputs are read through DVC from the commit, not from the workspace."""
+    from dvc.repo import Repo, lock_repo
 
     missing = []
-    with Repo(".") as repo:  # closed after: it holds DVC's state database open
-        for _ in repo.brancher(revs=["HEAD"], workspace=False):  # repo.index is HEAD's inside the loop
+    with Repo(".", _wait_for_lock=True) as repo, lock_repo(repo):  # closed after: it holds DVC's state database open
+        rev = repo.scm.get_rev()
+        for _ in repo.brancher(revs=[rev], workspace=False):  # repo.index is the commit's inside the loop
             for out in repo.index.outs:
                 if out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
                     missing.append(str(out.def_path).rstrip("/") + "/")
-    return missing
+    return rev, missing
 
 
-def exp_run_command(name: str, overrides: dict[str, Any]) -> list[str]:
+def missing_results() -> list[str]:
+    """The baseline's directory outputs whose listing the DVC cache lacks (`baseline()`)."""
+    return baseline()[1]
+
+
+def exp_run_command(name: str, overrides: dict[str, Any], missing: list[str]) -> list[str]:
     """`dvc exp run --temp` of one ablation. When the lock names directory outputs the cache lacks
     (a fresh clone), DVC 3.67 fails inside the experiment once it restores from its run cache a
     stage that reads such a directory: after each stage the experiment looks the stage's deps up
     in an index it loaded earlier, still holding the lock's entry, whose directory listing is
     missing ("failed to load directory ('data', 'edit_pairs')"). Then every stage is run (`-f`)
     instead; `make repro` once puts the lock's results in the cache, and ablations reuse again
-    (tests/test_flows_ablation.py reproduces both)."""
-    missing = missing_results()
+    (tests/test_flows_ablation.py reproduces both). `missing`: from `baseline()`."""
     if missing:
         print(f"warning: {len(missing)} results of dvc.lock are not in the DVC cache (e.g. {missing[0]}; a fresh clone?): "
               "experiment runs every stage (dvc exp run -f), reusing nothing; run `make repro` once to let ablations "
@@ -153,15 +160,15 @@ def run_experiment(name: str, variant: str, overrides: dict[str, Any]) -> dict[s
     with tracking.parent_run(cfg, f"ablation {name}", tags={"kind": "ablation", "dvc.experiment": name, "variant": variant,
                                                              "prefect.flow_run_id": str(flow_run.id or "")},
                              params={k: v for k, v in overrides.items()}) as parent:
-        baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        rev, missing = baseline()
         try:
-            _run(exp_run_command(name, overrides), _env(parent.id), f"dvc exp run {name}")
+            _run(exp_run_command(name, overrides, missing), _env(parent.id), f"dvc exp run {name}")
         except ExperimentFailed:
             # DVC keeps a failed --temp experiment (without the failed stage's outputs): drop it, so
             # `dvc exp show` lists only results and the ablation can be re-run under its name
             subprocess.run([*DVC, "exp", "remove", name], capture_output=True, text=True)
             raise
-        metrics = experiment_metrics(name, variant, baseline)
+        metrics = experiment_metrics(name, variant, rev)
         parent.log_metrics(metrics)
     return metrics
 

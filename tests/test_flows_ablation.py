@@ -101,10 +101,37 @@ def test_an_ablation_waits_while_another_dvc_process_holds_the_repository_lock(t
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        ablation._run(ablation.exp_run_command("while-locked", {"r": 5}), dict(os.environ), "while-locked")
+        ablation._run(ablation.exp_run_command("while-locked", {"r": 5}, []), dict(os.environ), "while-locked")
     finally:
         holder.wait(timeout=30)
     assert (src / ".dvc/tmp/lock").exists() and ablation.missing_results() == []
+
+
+def test_the_baseline_is_read_under_the_lock_not_from_another_ablations_detached_head(tmp_path, monkeypatch):
+    """While one ablation's `dvc exp run --temp` stashes its params it holds DVC's lock with HEAD
+    detached onto a temporary commit; the other ablation read HEAD then and failed in CI
+    ("'./dvc.yaml' validation failed in revision ..."). Here a process holds the lock with HEAD
+    on such a commit (a dvc.yaml DVC rejects) for 4 s: the baseline read waits and is the branch's."""
+    import subprocess
+    import sys
+
+    src = _pipeline(tmp_path / "src")
+    monkeypatch.chdir(src)
+    head = sh(["git", "rev-parse", "HEAD"], src).stdout.strip()
+    branch = sh(["git", "symbolic-ref", "--short", "HEAD"], src).stdout.strip()
+    holder = subprocess.Popen([sys.executable, "-c", "import subprocess, time, zc.lockfile\n"
+                               "lock = zc.lockfile.LockFile('.dvc/tmp/lock')\n"
+                               "git = lambda *a: subprocess.run(['git', *a], check=True, capture_output=True)\n"
+                               "git('checkout', '-q', '--detach'); open('dvc.yaml', 'w').write('stages: [1]\\n')\n"
+                               "git('commit', '-qam', 'stash'); print('held', flush=True); time.sleep(4)\n"
+                               f"git('checkout', '-qf', {branch!r}); lock.close()"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert sh(["git", "rev-parse", "HEAD"], src).stdout.strip() != head  # what a read without the lock saw
+        assert ablation.baseline() == (head, [])
+    finally:
+        assert holder.wait(timeout=30) == 0
 
 
 def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_path, monkeypatch):
@@ -125,7 +152,7 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
     monkeypatch.chdir(clone)
     assert ablation.missing_results() == ["a/"]
     for name, overrides in (("first", {"p": 2}), ("second", {"p": 2, "r": 3})):
-        cmd = ablation.exp_run_command(name, overrides)
+        cmd = ablation.exp_run_command(name, overrides, ablation.missing_results())
         assert "-f" in cmd
         ablation._run(cmd, dict(os.environ), name)
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], clone).stdout)
@@ -144,6 +171,6 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
     (clone / "params.yaml").write_text("p: 7\nq: 1\nr: 1\n")
     assert ablation.missing_results() == []
     sh(["git", "checkout", "--", "dvc.lock", "params.yaml"], clone)
-    cmd = ablation.exp_run_command("third", {"p": 2, "r": 4})
+    cmd = ablation.exp_run_command("third", {"p": 2, "r": 4}, ablation.missing_results())
     assert "-f" not in cmd
     ablation._run(cmd, dict(os.environ), "third")
