@@ -36,8 +36,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
 	  (echo "could not install chromium and chromium-driver (apt-get, as root); the browser test needs them" && false)
 
+# The suite runs on every core (pytest-xdist): each end-to-end pipeline's tests keep to one
+# worker, which builds the project they share once (tests/conftest.py, SHARED_WORKER).
+# `TEST_WORKERS=0 make test` runs it in one process.
+TEST_WORKERS ?= auto
+
 test: setup browser
-	pytest
+	pytest -n $(TEST_WORKERS)
 
 # only the tests with real Prefect / MLflow servers and headless Chromium (make test runs them too)
 test-services: setup browser

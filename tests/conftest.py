@@ -1,3 +1,4 @@
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,39 @@ def sh(cmd: list[str], cwd, env: dict | None = None, *, timeout: float = 1200, c
     if check:
         assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs `-n auto`) each worker, and every stage it starts,
+    computes on its share of the cores: two workers with torch's default (every core each) put
+    four busy threads on two cores."""
+    import torch
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+# Test files that share a session fixture (the smoke project's `dvc repro`, the full profile's)
+# run on one pytest-xdist worker each, or every worker would build it again. By file, in the
+# scheduler: xdist's own `xdist_group` marks do nothing with pytest 9.2 (they rename
+# `item._nodeid`, which pytest no longer reads).
+SHARED_WORKER = {"tests/test_pipeline.py": "smoke", "tests/test_services.py": "smoke", "tests/test_pipeline_full.py": "full"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`-n N` (dist mode `load`): every test its own work unit, except SHARED_WORKER's groups,
+    which go first (xdist orders units by their number of tests) and each to one worker."""
+    if config.getvalue("dist") != "load":
+        return None  # another mode asked for: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtures(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return SHARED_WORKER.get(nodeid.split("::", 1)[0], nodeid)
+
+    return SharedFixtures(config, log)
 
 
 @pytest.fixture

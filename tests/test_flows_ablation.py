@@ -174,3 +174,38 @@ def test_ablations_on_a_fresh_clone_run_every_stage_and_reuse_after_a_repro(tmp_
     cmd = ablation.exp_run_command("third", {"p": 2, "r": 4}, ablation.missing_results())
     assert "-f" not in cmd
     ablation._run(cmd, dict(os.environ), "third")
+
+
+def test_a_sweep_runs_at_most_limit_ablations_at_once_and_names_every_failure(monkeypatch, prefect_api):
+    """The sweep's scheduling, with a stand-in for the DVC experiment (the real one runs in
+    tests/test_services.py): `limit` ablations at a time, the others go on when one fails."""
+    import threading
+    import time
+
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    lock, running, peak = threading.Lock(), [0], []
+
+    @task(cache_policy=NO_CACHE)
+    def fake(name, variant, overrides):
+        with lock:
+            running[0] += 1
+            peak.append(running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        if overrides["fdd.seed"] == 1 and variant == "no_sds":
+            raise RuntimeError("stage fdd@no_sds failed")
+        return {"seed": overrides["fdd.seed"]}
+
+    monkeypatch.setattr(ablation, "run_experiment", fake)
+    # the session's server, not a temporary one; no logs sent to it (they were after it stopped)
+    with temporary_settings({PREFECT_API_URL: prefect_api["PREFECT_API_URL"], PREFECT_LOGGING_TO_API_ENABLED: False}):
+        for limit in (1, 2):
+            peak.clear()
+            with pytest.raises(ablation.ExperimentFailed, match=r"1 of 4 ablations failed: no-sds-seed1-\w+: stage fdd@no_sds failed$"):
+                ablation.sweep(variants=["full", "no_sds"], seeds=[0, 1], limit=limit)
+            assert max(peak) == limit and len(peak) == 4
+        assert sorted(ablation.sweep(variants=["full"], seeds=[0, 1], limit=2).values(), key=lambda m: m["seed"]) == [{"seed": 0}, {"seed": 1}]
