@@ -43,6 +43,14 @@ def test_items_are_accepted_rows_of_the_split_and_the_ground_truth_is_the_edited
     i = items.tasks.index("background")
     truth = ground_truth(items, i, 8, 32, 2)
     assert truth.shape == items.frames[i].shape and not np.array_equal(truth, items.frames[i])
+    # each clip's frames are held once, shared by its instructions, and read back per data point
+    videos = {r["video_id"]: tables.frames_from_row(r) for r in tables.read_table(tables.VIDEOS, inputs["videos"])}
+    assert len(items.frames.videos) == len(set(items.video_ids)) < len(items)
+    for j in (0, len(items) - 1):
+        np.testing.assert_array_equal(items.frames[j], videos[items.video_ids[j]])
+    part = items.take([len(items) - 1, 0])
+    np.testing.assert_array_equal(np.asarray(part.frames), np.stack([videos[items.video_ids[-1]], videos[items.video_ids[0]]]))
+    assert part.frames.videos is items.frames.videos
     with pytest.raises(ValueError, match="split must be"):
         load_items(inputs["instructions"], inputs["videos"], "val")
 

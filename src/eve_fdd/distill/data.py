@@ -32,6 +32,49 @@ from .batch import EditBatch
 from .pool import DataFn
 
 
+class Clips:
+    """The input clips of data points, each video's frames held once: the seven instructions of
+    a clip share its frames (stacked per instruction, the paper's set of clips x seven tasks
+    would hold seven copies of every clip). Reads like the (N, F, H, W, 3) uint8 array it
+    stands for: `len`, `shape`, `dtype`, `clips[i]`, `clips[index]`, `np.asarray(clips)`."""
+
+    def __init__(self, videos: np.ndarray, index: Sequence[int] | np.ndarray | None = None):
+        self.videos = videos  # (V, F, H, W, 3): each distinct clip once
+        self.index = np.arange(len(videos)) if index is None else np.asarray(index, dtype=np.int64)  # data point -> video
+
+    @classmethod
+    def shared(cls, items: Sequence[Any], key: Callable[[Any], str], frames: Callable[[Any], np.ndarray]) -> "Clips":
+        """The clips of `items`: those with the same `key(item)` (a video id) share one
+        `frames(item)`, computed once."""
+        first: dict[str, int] = {}
+        index = [first.setdefault(key(item), len(first)) for item in items]
+        kept: dict[int, Any] = {}
+        for item, i in zip(items, index):
+            kept.setdefault(i, item)
+        return cls(np.stack([frames(kept[i]) for i in range(len(first))]), index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.videos.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.videos.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self.videos[self.index[key]]
+
+    def take(self, index: Sequence[int]) -> "Clips":
+        return Clips(self.videos, self.index[list(index)])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self.videos[self.index]
+        return out if dtype is None else out.astype(dtype)
+
+
 @dataclass
 class FddItems:
     """The data points of one split, in instruction-table order."""
@@ -44,8 +87,12 @@ class FddItems:
     output_captions: list[str]
     edit_specs: list[str | None]
     scenes: list[str | None]
-    frames: np.ndarray  # (N, F, H, W, 3) uint8, the input video of each data point
+    frames: Clips  # (N, F, H, W, 3) uint8, the input video of each data point (an array given is wrapped)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows left out (counted, never silent)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.frames, Clips):
+            self.frames = Clips(np.asarray(self.frames))
 
     def __len__(self) -> int:
         return len(self.row_ids)
@@ -55,7 +102,7 @@ class FddItems:
         pick = lambda xs: [xs[i] for i in index]  # noqa: E731
         return FddItems(pick(self.row_ids), pick(self.video_ids), pick(self.tasks), pick(self.instructions),
                         pick(self.input_captions), pick(self.output_captions), pick(self.edit_specs), pick(self.scenes),
-                        self.frames[index], dict(self.skipped))
+                        self.frames.take(index), dict(self.skipped))
 
 
 def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: Sequence[str] | None = None) -> FddItems:
@@ -69,7 +116,12 @@ def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: 
     if not keep:
         raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
                          + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
-    return _items(keep, np.stack([tables.frames_from_row(v) for _, v in keep]), skipped)
+    return _items(keep, Clips.shared([v for _, v in keep], _video_id, tables.frames_from_row), skipped)
+
+
+
+def _video_id(video: dict) -> str:
+    return video["video_id"]
 
 
 def _accepted(instructions: str | Path, videos: str | Path, sets: tuple[str, ...], expected: str,
@@ -95,7 +147,7 @@ def _accepted(instructions: str | Path, videos: str | Path, sets: tuple[str, ...
     return keep, skipped
 
 
-def _items(keep: list[tuple[dict, dict]], frames: np.ndarray, skipped: Counter[str]) -> FddItems:
+def _items(keep: list[tuple[dict, dict]], frames: Clips, skipped: Counter[str]) -> FddItems:
     """FddItems from (instruction row, video row) pairs and each one's input frames."""
     return FddItems(
         row_ids=[r["row_id"] for r, _ in keep], video_ids=[r["video_id"] for r, _ in keep], tasks=[r["task"] for r, _ in keep],
@@ -132,8 +184,8 @@ def load_concept_items(instructions: str | Path, videos: str | Path, concept: st
         raise ValueError(f"{instructions}: no accepted instructions for concept {concept!r} "
                          f"(concepts in the file: {sorted(c for c in concepts if c)}; left out: {dict(skipped)})")
     blank = np.zeros((1, size, size, 3), np.uint8)  # the user's own set: drawn by the LoRA (`draw_inputs`), nothing to render
-    frames = [blank if v["scene"] is None else render_video(Scene.from_json(v["scene"]), 1, size, supersample) for _, v in keep]
-    return _items(keep, np.stack(frames), skipped)
+    first_frame = lambda v: blank if v["scene"] is None else render_video(Scene.from_json(v["scene"]), 1, size, supersample)  # noqa: E731
+    return _items(keep, Clips.shared([v for _, v in keep], _video_id, first_frame), skipped)
 
 
 def split_items(items: FddItems, held_out: float, seed: int) -> tuple[FddItems, FddItems]:

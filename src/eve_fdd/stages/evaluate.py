@@ -36,7 +36,7 @@ from ..data.benchmark import read_benchmark
 from ..data.video import contact_sheet
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
-from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
+from ..distill.data import Clips, FddItems, data_fn, ground_truth, has_ground_truth, load_items
 from ..distill.editor import load_editor
 from ..distill.teachers import ConceptTeacher, EditTeacher
 from ..evaluate import per_task_means
@@ -108,7 +108,7 @@ def benchmark_items(cfg: Config) -> tuple[FddItems, list[dict]]:
     items = FddItems(row_ids=[i.row_id for i in found], video_ids=[i.video_id for i in found], tasks=[i.task for i in found],
                      instructions=[i.instruction for i in found], input_captions=[i.input_caption for i in found],
                      output_captions=[i.output_caption for i in found], edit_specs=[None] * len(found), scenes=[None] * len(found),
-                     frames=np.stack([i.frames for i in found]),
+                     frames=Clips.shared(found, lambda i: i.video_id, lambda i: i.frames),
                      skipped={f"benchmark_{k}": v for k, v in Counter(r["reason"] for r in rejects).items()})
     return items, rejects
 
