@@ -187,6 +187,12 @@ def _fit_text(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, w
     return text + "..."
 
 
+def display_scale(size: int) -> int:
+    """The integer upscale that shows `size`-pixel frames at least ~96 pixels wide in contact
+    sheets, GIFs and MP4s (Shapes frames are 32 pixels; full-scale frames are shown as they are)."""
+    return max(1, 96 // size)
+
+
 def contact_sheet(videos: list[np.ndarray], path: PathLike, scale: int = 2, captions: list[str] | None = None) -> None:
     """PNG grid: one row per video, one column per frame, GAP-pixel white gaps.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..data.splits import BACKBONE_TRAIN_STREAM
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.backbone import load_backbone, tiny_backbone
 from ..models.placement import Placement
@@ -68,7 +68,7 @@ def build(cfg: Config, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress:
 
     sheet = out_dir / "samples.png"
     n = min(16, len(after.captions))
-    contact_sheet([img[None] for img in after.samples[:n]], sheet, scale=max(1, 96 // w.size), captions=after.captions[:n])
+    contact_sheet([img[None] for img in after.samples[:n]], sheet, scale=display_scale(w.size), captions=after.captions[:n])
     metrics = {
         **result.summary(b.batch_size),
         **placement.metrics(),

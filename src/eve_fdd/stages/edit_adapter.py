@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, edit_adapter
 from ..models.placement import Placement
@@ -83,7 +83,7 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
     artifacts = [out_dir / "model.json"]
     if len(found.samples):
         sheet = out_dir / "samples.png"
-        contact_sheet(list(found.samples), sheet, scale=max(1, 96 // cfg.world.size), captions=found.labels)
+        contact_sheet(list(found.samples), sheet, scale=display_scale(cfg.world.size), captions=found.labels)
         artifacts.append(sheet)
     metrics = {
         **result.summary(e.batch_size),

@@ -22,7 +22,7 @@ import numpy as np
 from ..config import Config
 from ..data import tables
 from ..data.splits import EDIT_PAIRS_STREAM, shards, split_of, stream_seed
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..world import applicable, caption, make_edit, random_scene, render_frame, vocab
 
 STAGE = "edit_pairs"
@@ -106,7 +106,7 @@ def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: P
         sheet = out_dir / "samples" / "contact_sheet.png"
         sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet([np.stack([image(r, "input_image"), image(r, "output_image")]) for r in picked], sheet,
-                      scale=max(1, 96 // cfg.world.size), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
+                      scale=display_scale(cfg.world.size), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
         samples.append(sheet)
     metrics = summarize(rows, rejects) | {"pretrained_edit_adapter": int(cfg.profile == "full")}
     return Outputs(pairs, rejected, samples, metrics)

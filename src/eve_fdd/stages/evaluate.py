@@ -33,7 +33,7 @@ import torch
 from ..config import FDD_VARIANTS, Config
 from ..data import tables
 from ..data.benchmark import read_benchmark
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
 from ..distill.data import Clips, FddItems, data_fn, ground_truth, has_ground_truth, load_items
@@ -212,6 +212,6 @@ def _build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool, 
         for j in round_robin(items.tasks, n):
             rows += [items.frames[j], edited_u8[j]]
             labels += [f"input: {items.input_captions[j]}", f"{method} | {items.tasks[j]}: {items.instructions[j]}"]
-        contact_sheet(rows, sheet, scale=max(1, 96 // cfg.frame_size), captions=labels)
+        contact_sheet(rows, sheet, scale=display_scale(cfg.frame_size), captions=labels)
         artifacts.append(sheet)
     return metrics, artifacts

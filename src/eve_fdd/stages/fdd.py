@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..config import Config, FddConfig
-from ..data.video import contact_sheet, write_gif
+from ..data.video import contact_sheet, display_scale, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
@@ -120,7 +120,7 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
         pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items),
                            edit_teacher.with_guidance(f.teacher_guidance), video_teacher.with_guidance(f.teacher_guidance),
                            inference_timesteps(scheduler, f.teacher_steps), f.pool_size, f.pool_refresh, f.seed)
-        samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=sheet_scale(backbone), space=space)
+        samples = ProgressSamples(out_dir / "progress", fps=cfg.videos.fps, scale=display_scale(backbone.frame_size), space=space)
         result, timesteps = train_fdd(fdd, pool, run_settings(f), checkpoints, run_fingerprint, progress, on_log,
                                       samples, f.sample_every, placement)
         curve = result.curve
@@ -140,7 +140,7 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
     if f.samples and sheet_rows:
         n = min(f.samples, len(sheet_rows) // per_row)
         sheet = out_dir / "samples.png"
-        scale = sheet_scale(backbone)
+        scale = display_scale(backbone.frame_size)
         contact_sheet(sheet_rows[: per_row * n], sheet, scale=scale, captions=labels[: per_row * n])
         artifacts.append(sheet)
         for i in range(n):
@@ -150,10 +150,6 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
             artifacts.append(gif)
     return TrainingOutputs(metrics, curve, artifacts)
 
-
-def sheet_scale(backbone: Any) -> int:
-    """Contact sheets and GIFs show frames at least ~96 pixels wide."""
-    return max(1, 96 // backbone.frame_size)
 
 
 def run_settings(f: FddConfig) -> RunSettings:

@@ -31,7 +31,7 @@ import torch
 
 from ..config import Config, FddPersonalConfig
 from ..data.splits import CONCEPT_DETECTOR_EVAL_STREAM, CONCEPT_DETECTOR_TRAIN_STREAM
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, draw_inputs, ground_truth, has_ground_truth, load_concept_items, split_items
@@ -127,7 +127,7 @@ def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone
                        teacher_steps, p.pool_size, p.pool_refresh, f.seed)
     run = RunSettings(p.iterations, p.batch_size, p.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
                       f.seed, f.discriminator.lr)
-    scale = max(1, 96 // cfg.frame_size)
+    scale = display_scale(cfg.frame_size)
     samples = ProgressSamples(out_dir / "progress", fps=1, scale=scale, space=space)
     result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every,
                                   placement)

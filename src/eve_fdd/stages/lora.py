@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..data.splits import LORA_TRAIN_STREAM
-from ..data.video import contact_sheet
+from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import LORA_WEIGHTS, ConceptTokens, add_lora
 from ..models.placement import Placement
@@ -86,7 +86,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     n = min(lo.samples, len(found.samples))
     if n:
         sheet = out_dir / "samples.png"
-        contact_sheet([img[None] for img in found.samples[:n]], sheet, scale=max(1, 96 // cfg.world.size), captions=found.captions[:n])
+        contact_sheet([img[None] for img in found.samples[:n]], sheet, scale=display_scale(cfg.world.size), captions=found.captions[:n])
         artifacts.append(sheet)
     metrics = {
         **result.summary(lo.batch_size),

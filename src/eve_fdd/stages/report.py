@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..data.video import contact_sheet, write_gif
+from ..data.video import contact_sheet, display_scale, write_gif
 from ..distill.data import ground_truth, has_ground_truth
 from ..evaluate import report
 from ..train.edit_adapter import round_robin
@@ -94,7 +94,7 @@ def grids(cfg: Config, dirs: Dirs, evaluate_dir: Path, methods_: list[str], out_
     w = cfg.world
     truth_known = has_ground_truth(items)
     rows, labels, paths = [], [], []
-    scale = max(1, 96 // cfg.frame_size)
+    scale = display_scale(cfg.frame_size)
     (out_dir / "grids").mkdir(parents=True, exist_ok=True)
     for k, j in enumerate(round_robin(items.tasks, n)):
         truth = [ground_truth(items, j, w.frames, w.size, w.supersample)] if truth_known else []

@@ -21,7 +21,7 @@ import torch
 
 from ..config import Config
 from ..data.splits import VIDEO_ADAPTER_TRAIN_STREAM
-from ..data.video import contact_sheet, write_gif
+from ..data.video import contact_sheet, display_scale, write_gif
 from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, motion_parameters, video_adapter
 from ..models.placement import Placement
@@ -92,7 +92,7 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
     artifacts = [out_dir / "model.json"]
     n = min(v.samples, len(after.samples))
     if n:
-        scale = max(1, 96 // w.size)
+        scale = display_scale(w.size)
         sheet = out_dir / "samples.png"
         rows = [clip for i in range(n) for clip in (after.truth[i], after.samples[i], before.samples[i])]
         labels = [f"{kind}: {after.captions[i]}" for i in range(n) for kind in ("ground truth", "video adapter", "independent frames")]
