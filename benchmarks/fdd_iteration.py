@@ -162,7 +162,7 @@ def timed_iterations(cfg, fdd: FDD, pool: TeacherPool, iterations: int) -> dict[
         loss.backward()
         opt_g.step()
         t.append(time.perf_counter())
-        d_loss, _ = fdd.discriminator_step(batch, fake.detach(), edit_real, video_real)
+        d_loss, _ = fdd.discriminator_step(batch, fake.detach(), edit_real, video_real, pixels.detach())
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()

@@ -282,13 +282,16 @@ def test_fdd_iteration_trains_the_lora_and_the_heads_and_nothing_else(schedule, 
     g = torch.Generator().manual_seed(0)
     for it in range(2):
         batch, edit_real, video_real = pool.draw(2, g)
-        loss, logs, fake = fdd.student_step(batch, it, g)
+        loss, logs, fake, pixels = fdd.student_step(batch, it, g)
         assert ("adv_edit" in logs) == (it >= 1) and "sds_edit" in logs and torch.isfinite(loss)
+        assert (pixels is None) == (it == 0)  # decoded only for the adversarial terms
         opt_g.zero_grad()
         loss.backward()
         assert all(p.grad is None for p in fdd.discriminator_parameters())  # the student's step leaves D alone
         opt_g.step()
-        d_loss, d_logs = fdd.discriminator_step(batch, fake, edit_real, video_real)
+        d_loss, d_logs = fdd.discriminator_step(batch, fake, edit_real, video_real, pixels)
+        if pixels is not None:  # the student's decoded pixels stand for decoding its clip again
+            assert torch.equal(d_loss, fdd.discriminator_step(batch, fake, edit_real, video_real)[0])
         opt_d.zero_grad()
         d_loss.backward()
         opt_d.step()
@@ -409,13 +412,13 @@ def test_fdd_aligns_a_concept_lora_on_images_with_its_own_discriminator(schedule
               scheduler, schedule, Settings(k=2, inference_steps=4, adversarial_start=0))
     g = torch.Generator().manual_seed(0)
     drawn, edit_real, concept_real = pool.draw(2, g)
-    loss, logs, fake = fdd.student_step(drawn, 0, g)
+    loss, logs, fake, pixels = fdd.student_step(drawn, 0, g)
     assert {"sds_edit", "sds_concept", "adv_edit", "adv_concept"} <= set(logs) and "sds_video" not in logs
     loss.backward()
     assert all((p.grad is not None) == ("lora_" in n) for n, p in merged.named_parameters() if p.requires_grad)
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for n, p in merged.named_parameters() if "lora_" in n)
     assert all(p.grad is None for p in cn.parameters()) and all(p.grad is None for p in bb.unet.parameters())
-    d_loss, d_logs = fdd.discriminator_step(drawn, fake, edit_real, concept_real)
+    d_loss, d_logs = fdd.discriminator_step(drawn, fake, edit_real, concept_real, pixels)
     assert torch.isfinite(d_loss) and "concept.d_real_acc" in d_logs and "edit.d_fake_acc" in d_logs
 
 

@@ -17,9 +17,9 @@ Samples live in the model's space (models/space.py: pixels for Shapes, SD latent
 scale); the discriminators read pixels, so what they see is decoded first: the student's clip
 with gradients (its adversarial gradient flows back through the VAE decoder into its
 latents), the teachers' samples without. D_e reads only the student's frames (1..), D_v the
-whole clip. The student step decodes the student's clip once for both discriminators; the
-discriminator step decodes it again without gradients (ours: simpler than carrying pixels
-between the two steps; one decoder forward per adversarial iteration).
+whole clip. The student step decodes the student's clip once for both discriminators and
+hands the pixels (detached) to the discriminator step, which reads the same frozen decoder's
+output of the same latents: one decode of the student's clip per adversarial iteration.
 """
 
 from __future__ import annotations
@@ -84,14 +84,17 @@ class FDD:
                 out.append(p)
         return out
 
-    def student_step(self, batch: EditBatch, iteration: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """(loss, logs, the generated clips detached for the discriminator step)."""
+    def student_step(self, batch: EditBatch, iteration: int,
+                     generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float], torch.Tensor, torch.Tensor | None]:
+        """(loss, logs, the generated clips and, when the adversarial terms are on, their decoded
+        pixels, both detached for the discriminator step)."""
         s = self.settings
         ts = student_timesteps(self.scheduler, s.inference_steps, s.k, s.timesteps, generator)
         fake = self.student.generate(randn(batch.source.shape, generator, like=batch.source), batch, ts)
         logs: dict[str, float] = {f"timestep.{i}": float(t) for i, t in enumerate(ts)}
         edit_terms = fake.new_zeros(())
         video_terms = fake.new_zeros(())
+        pixels = None
         if s.sds:
             b = fake.shape[0]
             t = sds_timesteps(self.schedule, b, s.sds_t_range, generator)
@@ -114,15 +117,16 @@ class FDD:
             logs.update({"adv_edit": float(ge.detach()), f"adv_{self.second}": float(gv.detach())})
         loss = s.alpha * edit_terms + s.beta * video_terms
         logs["loss"] = float(loss.detach())
-        return loss, logs, fake.detach()
+        return loss, logs, fake.detach(), None if pixels is None else pixels.detach()
 
-    def discriminator_step(self, batch: EditBatch, fake: torch.Tensor, edit_real: torch.Tensor,
-                           video_real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_step(self, batch: EditBatch, fake: torch.Tensor, edit_real: torch.Tensor, video_real: torch.Tensor,
+                           fake_pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """L_D = L_D^e + L_D^v: the edit teacher's frames and the video teacher's clips are
-        real, the student's (detached) clips fake; all in model space, decoded here."""
+        real, the student's (detached) clips fake; all in model space, decoded here, except the
+        student's when the student step gives its decoded `fake_pixels`."""
         frames = self.student.scored
         with torch.no_grad():
-            fake = self.space.decode(fake.detach())
+            fake = self.space.decode(fake.detach()) if fake_pixels is None else fake_pixels.detach()
             edit_real, video_real = self.space.decode(edit_real[:, :, frames]), self.space.decode(video_real)
         de, log_e = hinge_discriminator(self._d_edit(batch, edit_real), self._d_edit(batch, fake[:, :, frames]))
         dv, log_v = hinge_discriminator(self.d_video(video_real, batch.caption_emb), self.d_video(fake, batch.caption_emb))

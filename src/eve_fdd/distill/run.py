@@ -70,15 +70,15 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
         else:
             pool.refresh(step)
         batch, edit_real, video_real = pool.draw(run.batch_size, g)
-        loss, logs, fake = fdd.student_step(batch, step, g)
-        held.update(batch=batch, fake=fake, edit_real=edit_real, video_real=video_real)
+        loss, logs, fake, pixels = fdd.student_step(batch, step, g)
+        held.update(batch=batch, fake=fake, pixels=pixels, edit_real=edit_real, video_real=video_real)
         timesteps.append([logs[f"timestep.{i}"] for i in range(fdd.settings.k)])
         if snapshot is not None and snapshot_every and (step % snapshot_every == 0 or step == run.iterations - 1):
             snapshot(step, batch, fake, edit_real, video_real)
         return loss, logs
 
     def discriminator_step(step: int, g: torch.Generator):
-        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"])
+        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"], held["pixels"])
 
     train_cfg = TrainConfig(steps=run.iterations, lr=run.lr, warmup_steps=0, grad_clip=run.grad_clip,
                             checkpoint_every=run.checkpoint_every, log_every=run.log_every,
