@@ -43,6 +43,18 @@ def test_identical_frames_give_clip_frame_one_and_motion_less(models):
     assert (clip_frame(models.image_text, moving) < 1.0 - 1e-6).all()
 
 
+def test_clip_frame_averages_every_ordered_pair_of_frames_as_tgve_does(models):
+    """TGVE's clip_score_frame: sklearn's cosine_similarity matrix of the frames' features, diagonal
+    set to 0, summed over F (F - 1). Three frames a, a, b: consecutive pairs would give
+    (1 + cos(a, b)) / 2, all pairs (2 + 4 cos(a, b)) / 6."""
+    a, b = _clips(2, 1)[:, 0]
+    clip = np.stack([a, a, b])[None]
+    e = models.image_text.images(np.stack([a, b])).numpy()
+    cos = float(e[0] @ e[1])
+    assert cos < 1 - 1e-3
+    np.testing.assert_allclose(clip_frame(models.image_text, clip), (2 + 4 * cos) / 6, rtol=1e-5)
+
+
 def test_pick_score_is_clips_own_scaled_similarity_averaged_over_frames(models):
     clips = _clips(2, 3)
     m = models.pick

@@ -1,8 +1,10 @@
 """The paper's automatic metrics (METHOD.md section 7), computed the same way on both profiles,
 on uint8 clips (B, F, H, W, 3):
 
-- CLIPFrame: mean cosine similarity of the CLIP image embeddings of consecutive frames (TGVE's
-  frame consistency; identical frames give 1, and a static video scores highest).
+- CLIPFrame: mean cosine similarity of the CLIP image embeddings over all ordered pairs of
+  different frames, TGVE's frame consistency (loveu-tgve-2023 `scripts/run_eval.py`,
+  `clip_score_frame`: the similarity matrix, diagonal zeroed, summed over F (F - 1)); identical
+  frames give 1, and a static video scores highest.
 - PickScore: mean over frames of exp(logit_scale) * cos(image, output caption), PickScore_v1's
   score (it is a `CLIPModel`, read like any other).
 - ViCLIP_out: cosine of the edited video's and the output caption's video-text embeddings.
@@ -119,11 +121,13 @@ def _check_clips(clips: np.ndarray, what: str) -> None:
 
 
 def clip_frame(m: ImageText, clips: np.ndarray) -> np.ndarray:
-    """(B,) mean cosine similarity of consecutive frames' image embeddings."""
+    """(B,) mean cosine similarity of the frames' image embeddings over the F (F - 1) ordered
+    pairs i != j (TGVE's)."""
     _check_clips(clips, "clip_frame")
     b, f = clips.shape[:2]
     e = m.images(clips.reshape(b * f, *clips.shape[2:])).reshape(b, f, -1)
-    return (e[:, 1:] * e[:, :-1]).sum(-1).mean(1).numpy()
+    sim = e @ e.transpose(1, 2)  # (B, F, F) cosines
+    return ((sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)) / (f * (f - 1))).numpy()
 
 
 def pick_score(m: ImageText, clips: np.ndarray, captions: list[str]) -> np.ndarray:
