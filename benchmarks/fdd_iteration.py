@@ -143,7 +143,7 @@ def timed_iterations(cfg, fdd: FDD, pool: TeacherPool, iterations: int) -> dict[
         pool.refresh(it + 1)
         batch, edit_real, video_real = pool.draw(f.batch_size, g)
         t.append(time.perf_counter())
-        ts = student_timesteps(fdd.scheduler, s.inference_steps, s.k, s.timesteps, g)
+        ts = student_timesteps(fdd.scheduler, s.inference_steps, s.k, s.timesteps, g, s.kbin_first)
         fake = fdd.student.generate(torch.randn(batch.source.shape, generator=g), batch, ts)
         t.append(time.perf_counter())
         tt = sds_timesteps(fdd.schedule, fake.shape[0], s.sds_t_range, g)

@@ -94,7 +94,7 @@ def test_kbin_draws_one_step_from_each_bin():
     gen = torch.Generator().manual_seed(0)
     seen = [set() for _ in range(3)]
     for _ in range(400):
-        ts = kbin_timesteps(inference, 3, gen)
+        ts = kbin_timesteps(inference, 3, gen, first="drawn")
         assert len(ts) == 3 and (ts[1:] < ts[:-1]).all()
         for i, t in enumerate(ts.tolist()):
             assert t in inference[i * 8 : (i + 1) * 8].tolist()  # step i from bin i
@@ -102,13 +102,26 @@ def test_kbin_draws_one_step_from_each_bin():
     assert all(len(s) == 8 for s in seen)  # every step of every bin is drawn sometimes
     with pytest.raises(ValueError, match="equal bins"):
         kbin_timesteps(inference, 5)
+    # ours by default: the first step where the pure-noise start belongs, the others still drawn from their bins
+    firsts, rest = set(), [set(), set()]
+    for _ in range(200):
+        ts = kbin_timesteps(inference, 3, gen).tolist()
+        firsts.add(ts[0])
+        for i, t in enumerate(ts[1:], 1):
+            assert t in inference[i * 8 : (i + 1) * 8].tolist()
+            rest[i - 1].add(t)
+    assert firsts == {int(inference[0])} and all(len(s) == 8 for s in rest)
+    with pytest.raises(ValueError, match="'last' or 'drawn'"):
+        kbin_timesteps(inference, 3, gen, first="top")
 
 
 def test_uniform_is_always_the_same_spread(scheduler):
     a, b = uniform_timesteps(scheduler, 3), student_timesteps(scheduler, 24, 3, "uniform")
     assert a.tolist() == b.tolist() == [999, 666, 332]  # trailing spacing
     kb = student_timesteps(scheduler, 24, 3, "kbin", torch.Generator().manual_seed(1))
-    assert len(kb) == 3 and kb[0] >= 707  # bin 0 of 24 steps: 999 ... 707
+    assert len(kb) == 3 and kb[0] == 999  # the first step where inference starts
+    drawn = [student_timesteps(scheduler, 24, 3, "kbin", torch.Generator().manual_seed(s), "drawn")[0] for s in range(20)]
+    assert all(707 <= t <= 999 for t in drawn) and min(drawn) < 999  # bin 0 of 24 steps: 999 ... 707
     with pytest.raises(ValueError, match="unknown timestep mode"):
         student_timesteps(scheduler, 24, 3, "random")
 

@@ -299,6 +299,8 @@ class FddConfig(Section):
     batch_size: int = Field(2, ge=1, description="clips per iteration (paper: 64)")
     lr: float = Field(1e-4, gt=0, description="the student's LoRA; constant, no warm-up (paper: 1e-5)")
     k: int = Field(3, ge=1, description="student steps, backpropagated through (paper: 3)")
+    kbin_first: Literal["last", "drawn"] = Field(
+        "last", description="K-bin's first step: at the last timestep, where pure noise belongs (ours, METHOD.md 4.2), or drawn from bin 0 (the paper's literal reading)")
     sds_only_fraction: float = Field(0.6667, ge=0, le=1, description="share of the iterations with SDS only (paper: 1,000 of 1,500)")
     alpha: float = Field(0.5, ge=0, description="weight of the edit teacher's terms")
     beta: float = Field(0.5, ge=0, description="weight of the video teacher's terms")

@@ -33,14 +33,22 @@ def inference_timesteps(scheduler: "DDIMScheduler", steps: int) -> torch.Tensor:
     return scheduler.timesteps.clone().long()
 
 
-def kbin_timesteps(inference: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def kbin_timesteps(inference: torch.Tensor, k: int, generator: torch.Generator | None = None, first: str = "last") -> torch.Tensor:
     """k timesteps, one drawn uniformly from each of k equal consecutive bins of the
-    (descending) inference timesteps; step i comes from bin i, so they stay descending."""
+    (descending) inference timesteps; step i comes from bin i, so they stay descending.
+    `first`: "last" puts step 0 at the first inference timestep (the last of the schedule,
+    where the student's pure-noise start belongs, as at inference: under zero terminal SNR a
+    t drawn lower in bin 0 labels pure noise as a sample with signal; ours, METHOD.md 4.2);
+    "drawn" draws it from bin 0 like the others (the paper's literal reading)."""
     steps = len(inference)
     if k < 1 or steps % k:
         raise ValueError(f"K-bin needs the {steps} inference steps to split into k={k} equal bins (steps % k == 0)")
+    if first not in ("last", "drawn"):
+        raise ValueError(f"K-bin's first step is 'last' or 'drawn', got {first!r}")
     width = steps // k
     picks = torch.randint(0, width, (k,), generator=generator) + torch.arange(k) * width
+    if first == "last":
+        picks[0] = 0
     return inference[picks]
 
 
@@ -51,11 +59,11 @@ def uniform_timesteps(scheduler: "DDIMScheduler", k: int) -> torch.Tensor:
 
 
 def student_timesteps(
-    scheduler: "DDIMScheduler", inference_steps: int, k: int, mode: str, generator: torch.Generator | None = None
+    scheduler: "DDIMScheduler", inference_steps: int, k: int, mode: str, generator: torch.Generator | None = None, kbin_first: str = "last"
 ) -> torch.Tensor:
-    """The k timesteps of one student generation: mode "kbin" or "uniform"."""
+    """The k timesteps of one student generation: mode "kbin" (its first step: `kbin_first`) or "uniform"."""
     if mode == "kbin":
-        return kbin_timesteps(inference_timesteps(scheduler, inference_steps), k, generator)
+        return kbin_timesteps(inference_timesteps(scheduler, inference_steps), k, generator, kbin_first)
     if mode == "uniform":
         return uniform_timesteps(scheduler, k)
     raise ValueError(f"unknown timestep mode {mode!r}; expected 'kbin' or 'uniform'")

@@ -45,6 +45,7 @@ class Settings:
     k: int = 3                      # student steps, backpropagated through (section 4.1)
     inference_steps: int = 24       # T: K-bin splits them into k bins
     timesteps: str = "kbin"         # kbin | uniform (the "w/o K-bin" ablation)
+    kbin_first: str = "last"        # K-bin's first step: last (the last timestep) | drawn (from bin 0)
     sds: bool = True
     adversarial: bool = True
     adversarial_start: int = 0      # iteration from which the adversarial terms count
@@ -89,7 +90,7 @@ class FDD:
         """(loss, logs, the generated clips and, when the adversarial terms are on, their decoded
         pixels, both detached for the discriminator step)."""
         s = self.settings
-        ts = student_timesteps(self.scheduler, s.inference_steps, s.k, s.timesteps, generator)
+        ts = student_timesteps(self.scheduler, s.inference_steps, s.k, s.timesteps, generator, s.kbin_first)
         fake = self.student.generate(randn(batch.source.shape, generator, like=batch.source), batch, ts)
         logs: dict[str, float] = {f"timestep.{i}": float(t) for i, t in enumerate(ts)}
         edit_terms = fake.new_zeros(())

@@ -32,7 +32,7 @@ def settings(cfg: FddConfig, variant: str, inference_steps: int, iterations: int
     _check(variant)
     iterations = cfg.iterations if iterations is None else iterations
     return Settings(
-        k=cfg.k, inference_steps=inference_steps, timesteps="uniform" if variant == "uniform_k" else "kbin",
+        k=cfg.k, inference_steps=inference_steps, timesteps="uniform" if variant == "uniform_k" else "kbin", kbin_first=cfg.kbin_first,
         sds=variant != "no_sds", adversarial=variant != "no_disc",
         adversarial_start=round(cfg.sds_only_fraction * iterations),
         alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam, sds_weighting=cfg.sds_weighting, sds_t_range=tuple(cfg.sds_t_range),
