@@ -126,7 +126,7 @@ def clip_frame(m: ImageText, clips: np.ndarray) -> np.ndarray:
     _check_clips(clips, "clip_frame")
     b, f = clips.shape[:2]
     e = m.images(clips.reshape(b * f, *clips.shape[2:])).reshape(b, f, -1)
-    sim = e @ e.transpose(1, 2)  # (B, F, F) cosines
+    sim = (e[:, :, None] * e[:, None]).sum(-1)  # (B, F, F) cosines; not a matmul, which autocast would run in bf16
     return ((sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)) / (f * (f - 1))).numpy()
 
 
