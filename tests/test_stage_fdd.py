@@ -90,6 +90,9 @@ def test_variants_train_what_they_should_save_and_are_scored(inputs, tmp_path, v
     assert any(k.startswith(("d_edit.", "d_video.")) for k in saved) and not any(".features." in k for k in saved)
     again = _build(inputs, tmp_path, variant)  # rerun: resumes from the finished checkpoint, trains nothing
     assert again.metrics["resumed_from"] == 4
+    if variant == "random_init":  # issue 29: two seed runs of it were alike to five digits in results/fdd_seeds.json
+        other = _build(inputs, tmp_path / "seed1", variant, CFG.model_copy(update={"fdd": CFG.fdd.model_copy(update={"seed": 1})}))
+        assert other.metrics["setup"] == m["setup"] and other.metrics["eval.fidelity.all.mean"] != m["eval.fidelity.all.mean"]
 
 
 def test_the_run_fingerprint_covers_the_teachers_and_the_setup_all_but_the_seed(inputs, tmp_path):
