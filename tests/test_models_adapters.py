@@ -196,3 +196,23 @@ def test_concept_tokens_bad_input_is_named(tmp_path):
     save_file({"star": torch.zeros(7)}, tmp_path / "wide.safetensors")
     with pytest.raises(ValueError, match=r"wide.safetensors: rows of shape \{'star': \(7,\)\}.*width 32"):
         load_token_embeddings(bb.text_encoder, bb.tokenizer, tmp_path / "wide.safetensors")
+
+
+def test_only_diffusers_vacuous_float32_warning_is_dropped():
+    """diffusers warns "... should be kept in float32: []" on every cast of a motion UNet (its
+    `from_unet2d` casts too); a real list of modules still warns."""
+    import logging
+
+    from eve_fdd.models import adapters  # noqa: F401  (installs the filter)
+
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log.addHandler(handler)
+    try:
+        for listed in ("[]", "['norm']"):
+            log.warning(f"There are modules in UNetMotionModel that should be kept in float32: {listed}. Casting directly ...")
+    finally:
+        log.removeHandler(handler)
+    assert len(seen) == 1 and "float32: ['norm']" in seen[0]

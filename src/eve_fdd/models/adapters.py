@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,19 @@ TASK_LABELS = vocab.ALL_TASKS  # class index = position here
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # the file diffusers' save_lora_adapter writes
 TOKEN_EMBEDDINGS = "learned_embeds.safetensors"  # {word: embedding row}, as textual-inversion files
+
+
+class _NoEmptyFloat32Warning(logging.Filter):
+    """diffusers 0.42 warns on every `.to(dtype)` of a model class that lists modules to keep in
+    float32, even when the list is empty ("... should be kept in float32: []"): UNetMotionModel's,
+    which `from_unet2d` casts to the UNet's dtype itself, so every motion UNet built printed it.
+    An empty list keeps nothing in float32: only that vacuous warning is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []." not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_NoEmptyFloat32Warning())
 
 
 def task_ids(tasks: list[str]) -> torch.Tensor:
