@@ -183,3 +183,12 @@ def test_cli_names_what_is_wrong(trained, tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert rc == 2 and message in err, err
     assert not (tmp_path / "o.gif").exists()
+
+
+def test_every_command_says_what_it_does_with_an_example(capsys):
+    """`eve-fdd SUB --help`: a one-line description and an `eve-fdd SUB ...` example (issue 30)."""
+    for words in (["params"], ["inspect"], ["render"], ["edit"], ["human-eval"], ["human-eval", "export"], ["human-eval", "score"]):
+        with pytest.raises(SystemExit) as done:
+            main([*words, "--help"])
+        out = capsys.readouterr().out
+        assert done.value.code == 0 and f"example:\n  eve-fdd {' '.join(words)} " in out, out

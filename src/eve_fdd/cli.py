@@ -17,6 +17,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -171,24 +172,37 @@ def cmd_human_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(sub: Any, name: str, what: str, example: str) -> argparse.ArgumentParser:
+    """A subcommand whose help says what it does in one line, with an example."""
+    return sub.add_parser(name, help=what, description=(what[0].upper() + what[1:]).replace("%%", "%") + ".", epilog=f"example:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced.")
+    parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced.",
+                                     epilog="example:\n  eve-fdd edit clip.mp4 --instruction 'make the background black' "
+                                            "--caption 'a red circle on a black background' -o edited.mp4",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("params", help="validate params.yaml and print the resolved config")
+    p = _command(sub, "params", "validate params.yaml and print the resolved config", "eve-fdd params --params params.yaml")
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_params)
-    p = sub.add_parser("inspect", help="check a parquet table against its schema and summarise it")
+    p = _command(sub, "inspect", "check a parquet table against its schema and summarise it",
+                 "eve-fdd inspect data/instructions/instructions.parquet --rows 5")
     p.add_argument("table")
     p.add_argument("--rows", type=int, default=3)
     p.set_defaults(func=cmd_inspect)
-    p = sub.add_parser("render", help="render a Shapes video (and optionally its ground-truth edit)")
+    p = _command(sub, "render", "render a Shapes video (and optionally its ground-truth edit)",
+                 "eve-fdd render --seed 3 --task remove -o shapes.gif")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--task", choices=TASKS)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--size", type=int, default=32)
     p.add_argument("-o", "--output", default="shapes.gif", help=".gif (side by side) or .png (contact sheet)")
     p.set_defaults(func=cmd_render)
-    p = sub.add_parser("edit", help="edit a video (mp4 or gif, any length) with a trained FDD student")
+    p = _command(sub, "edit", "edit a video (mp4 or gif, any length) with a trained FDD student",
+                 "eve-fdd edit clip.mp4 --instruction 'remove the red circle' --caption 'a blue square on a grey background' "
+                 "-o edited.mp4 --model data/fdd/full")
     p.add_argument("input", help="the video to edit (anything PyAV reads: mp4, gif, ...)")
     p.add_argument("--instruction", required=True, help='the edit, e.g. "remove the red circle"')
     p.add_argument("--caption", required=True, help="the output caption: the edited video described")
@@ -204,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-side", type=int, default=16, help="refuse videos whose short side is smaller than this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_edit)
-    p = sub.add_parser("human-eval", help="pairwise human evaluation: export comparison sets, score the answers")
+    p = _command(sub, "human-eval", "pairwise human evaluation: export comparison sets, score the answers",
+                 "eve-fdd human-eval export --against full --methods no_align sdedit_75 -o human_eval")
     hsub = p.add_subparsers(dest="human_command", required=True)
-    h = hsub.add_parser("export", help="comparison sets of evaluated methods (stage evaluate / baselines outputs)")
+    h = _command(hsub, "export", "comparison sets of evaluated methods (stage evaluate / baselines outputs)",
+                 "eve-fdd human-eval export --against full --methods no_align edit_frames -o human_eval")
     h.add_argument("--against", default="full", help="the method every other is compared with (default: full)")
     h.add_argument("--methods", nargs="+", default=["no_align", "edit_frames", "sdedit_75"])
     h.add_argument("-o", "--output", default="human_eval")
@@ -215,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--seed", type=int, default=0, help="draws the sides and the order")
     h.add_argument("--scale", type=int, default=4, help="upscale the videos by this integer factor")
     h.set_defaults(func=cmd_human_export)
-    h = hsub.add_parser("score", help="preference rates with 95%% intervals from raters' answers")
+    h = _command(hsub, "score", "preference rates with 95%% intervals from raters' answers",
+                 "eve-fdd human-eval score human_eval answers-rater1.csv answers-rater2.csv")
     h.add_argument("folder", help="the exported folder (its key.csv says which method is on which side)")
     h.add_argument("answers", nargs="+", help="answer CSVs (pair_id, rater, text_alignment, structure, quality)")
     h.set_defaults(func=cmd_human_score)
