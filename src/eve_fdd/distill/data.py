@@ -46,12 +46,16 @@ class Clips:
     def shared(cls, items: Sequence[Any], key: Callable[[Any], str], frames: Callable[[Any], np.ndarray]) -> "Clips":
         """The clips of `items`: those with the same `key(item)` (a video id) share one
         `frames(item)`, computed once."""
-        first: dict[str, int] = {}
-        index = [first.setdefault(key(item), len(first)) for item in items]
-        kept: dict[int, Any] = {}
-        for item, i in zip(items, index):
-            kept.setdefault(i, item)
-        return cls(np.stack([frames(kept[i]) for i in range(len(first))]), index)
+        position: dict[str, int] = {}
+        kept: list[Any] = []  # the first item of each key, in order
+        index: list[int] = []
+        for item in items:
+            k = key(item)
+            if k not in position:
+                position[k] = len(kept)
+                kept.append(item)
+            index.append(position[k])
+        return cls(np.stack([frames(item) for item in kept]), index)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -117,7 +121,6 @@ def load_items(instructions: str | Path, videos: str | Path, split: str, tasks: 
         raise ValueError(f"{instructions}: no accepted instructions for {split!r} videos"
                          + (f" and tasks {list(tasks)}" if tasks is not None else "") + f" (left out: {dict(skipped)})")
     return _items(keep, Clips.shared([v for _, v in keep], _video_id, tables.frames_from_row), skipped)
-
 
 
 def _video_id(video: dict) -> str:

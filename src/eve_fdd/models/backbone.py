@@ -49,10 +49,12 @@ class Backbone:
         """Frozen: no gradients, eval mode (the backbone is never trained by FDD); with a
         `placement` (models/placement.py) also on its device, in its frozen dtype."""
         for module in (self.unet, self.text_encoder, self.vae):
-            if module is not None and placement is not None:
-                placement.frozen(module)  # no gradients, eval mode, its device and dtype
-            elif module is not None:
+            if module is None:
+                continue
+            if placement is None:
                 module.requires_grad_(False).eval()
+            else:
+                placement.frozen(module)  # no gradients, eval mode, its device and dtype
         return self
 
     def text_metrics(self) -> dict[str, int]:

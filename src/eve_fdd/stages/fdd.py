@@ -151,7 +151,6 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
     return TrainingOutputs(metrics, curve, artifacts)
 
 
-
 def run_settings(f: FddConfig) -> RunSettings:
     return RunSettings(f.iterations, f.batch_size, f.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
                        f.seed, f.discriminator.lr)
