@@ -31,7 +31,9 @@ from eve_fdd.world import (
     render_video,
     sample_edit,
     shape_coverage,
+    valid_edits,
 )
+from eve_fdd.world.grammar import parse_instruction
 from eve_fdd.world import vocab
 from eve_fdd.world.edits import MAX_SHAPES
 from eve_fdd.world.render import RIM_SCALE
@@ -233,6 +235,40 @@ def test_sample_edit_can_produce_reserved_when_allowed():
         apply_edit(scene, EditSpec("add", kind="star", color="red", size="small", region="center", vx=0.0, vy=0.0))
     with pytest.raises(SceneError, match="style"):
         apply_edit(replace(scene, style="flat"), EditSpec("style", style="sketch"))
+
+
+TWO = Scene("navy", (Shape("circle", "red", "small", x=0.3, y=0.3), Shape("square", "blue", "large", "striped", 0.7, 0.7)))
+
+
+def test_valid_edits_are_every_edit_the_scene_allows_each_read_back_by_the_parser():
+    count = {t: len(valid_edits(TWO, t)) for t in TASKS}
+    # remove: either shape; background: the other four; texture: 3 new textures each; style: 2; lighting: 4;
+    # local: 7 colours each (no clash here) + 2 sizes each; add: 3 sizes x 4 textures x 5 regions x the 30 free (colour, kind)
+    assert count == dict(remove=2, background=4, texture=6, style=2, **{"global": 4}, local=18, add=3 * 4 * 5 * 30)
+    clash = Scene("navy", (Shape("circle", "red", "small", x=0.3, y=0.3), Shape("circle", "blue", "large", x=0.7, y=0.7)))
+    assert "turn the red circle blue" not in {e.instruction for e in valid_edits(clash, "local")}  # two blue circles
+    assert valid_edits(Scene("navy", (Shape("circle", "red", "small", x=0.3, y=0.3),)), "remove") == []
+    for scene in (TWO, random_scene(3), random_scene(4)):
+        for task in TASKS:
+            for e in valid_edits(scene, task):
+                spec, edited = parse_instruction(e.instruction, task, scene)
+                assert spec == e.spec and caption(edited) == e.output_caption
+    # concept requests: only the concept, which is otherwise never offered
+    assert {e.spec.kind for e in valid_edits(TWO, "replace", allow_reserved=True, concept="star")} == {"star"}
+    assert {e.spec.style for e in valid_edits(TWO, "style", allow_reserved=True, concept="sketch")} == {"sketch"}
+    assert not {e.spec.kind for e in valid_edits(TWO, "add")} & set(SUBJECTS)
+
+
+def test_sample_edit_draws_from_the_valid_edits():
+    for seed in range(20):
+        scene = random_scene(seed)
+        for task in TASKS:
+            if not applicable(scene, task):
+                continue
+            valid = {(e.instruction, e.output_caption) for e in valid_edits(scene, task)}
+            for draw in range(3):
+                edit = make_edit(scene, task, np.random.default_rng([seed, draw]))
+                assert (edit.instruction, edit.output_caption) in valid
 
 
 def test_scene_json_round_trip():

@@ -98,6 +98,10 @@ class InstructionsConfig(Section):
     """Stages `instructions` and `subject_style_instructions`."""
 
     max_attempts: int = Field(8, ge=1, description="tries per (caption, task), each with a new seed")
+    grammar: Literal["scene", "instruction", "json"] = Field(
+        "scene", description="decoding grammar of requests with a scene (Shapes): scene = only the scene's valid instructions, "
+        "each with the output caption it makes; instruction = the instruction bound, the caption free; json = the JSON schema "
+        "only. Requests without a scene (full profile) always use the JSON schema")
     shard_size: int = Field(32, ge=1, description="captions per Prefect task")
     max_instruction_chars: int = Field(160, ge=8)
     max_caption_chars: int = Field(400, ge=8)

@@ -1,7 +1,8 @@
 """Instruction triplets from a local Llama: prompt, constrained decoding, validation, retries, cache.
 
 For each request (a caption and a task, plus a subject or style for those sets) the model
-answers in JSON under a JSON-schema grammar. Every answer is validated (JSON, schema, task,
+answers in JSON under a grammar: on Shapes one built from the request's scene (llm/gbnf.py:
+only valid instructions, each with the caption it makes), else the JSON schema's. Every answer is validated (JSON, schema, task,
 non-empty, printable, length, output caption different from the input; on Shapes also the
 instruction parsed against the scene and the output caption checked against the edited
 scene). A failed answer is retried with a new seed up to `max_attempts`, then the request is
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from ..config import InstructionsConfig, LlmConfig
 from ..world import InstructionError, Scene, caption, parse_instruction, vocab
 from ..world.scene import random_velocity
-from . import prompts
+from . import gbnf, prompts
 
 ANSWER_KEYS = ("task", "instruction", "output_caption")
 
@@ -127,16 +128,35 @@ class Writer:
     model_sha256: str
     profile: str
     sampling: LlmConfig
-    grammar: Any = None  # llama_cpp.LlamaGrammar; None only for models that need none (tests)
+    grammar: Any = None  # llama_cpp.LlamaGrammar for requests without a scene; None only for models that need none (tests)
     cache: Cache | None = None
     stats: Stats = field(default_factory=Stats)
+    scene_grammar: str = "json"  # scene | instruction | json: InstructionsConfig.grammar
+    _scene_grammars: dict = field(default_factory=dict, repr=False)
+
+    def grammar_for(self, request: Request) -> tuple[Any, str | None]:
+        """The grammar a request is decoded under and its digest (None for the JSON-schema
+        grammar). Requests with a scene get one built from it unless `scene_grammar` is json;
+        raises Rejection("not_applicable") when the scene has no valid edit of the task."""
+        if request.scene is None or self.scene_grammar == "json":
+            return self.grammar, None
+        key = (request.row_id, request.caption)
+        if key not in self._scene_grammars:
+            from llama_cpp import LlamaGrammar
+
+            text = gbnf.scene_grammar_text(request.scene, request.task, request.concept, bind_caption=self.scene_grammar == "scene")
+            if text is None:
+                raise Rejection("not_applicable", f"no {request.task} edit applies to {request.caption!r}")
+            self._scene_grammars = {key: (LlamaGrammar.from_string(text, verbose=False), gbnf.digest(text))}
+        return self._scene_grammars[key]
 
     def complete(self, request: Request, seed: int) -> Completion:
         s = self.sampling
+        grammar, grammar_digest = self.grammar_for(request)
         key = Cache.key(
             caption=request.caption, task=request.task, concept=request.concept, prompt=prompts.PROMPT_VERSION,
             model=self.model_sha256, seed=seed, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-            repeat_penalty=s.repeat_penalty,
+            repeat_penalty=s.repeat_penalty, **({"grammar": grammar_digest} if grammar_digest else {}),
         )
         hit = self.cache.get(key) if self.cache else None
         if hit is not None:
@@ -145,7 +165,7 @@ class Writer:
         t0 = time.perf_counter()
         out = self.model.create_chat_completion(
             messages=prompts.messages(self.profile, request.caption, request.task, request.concept),
-            grammar=self.grammar, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=seed,
+            grammar=grammar, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=seed,
             repeat_penalty=s.repeat_penalty,
         )
         seconds = time.perf_counter() - t0
@@ -206,7 +226,11 @@ def generate_one(writer: Writer, request: Request, limits: InstructionsConfig, s
     tokens = 0
     for attempt in range(limits.max_attempts):
         seed = derive_seed(request.seed, attempt)
-        c = writer.complete(request, seed)
+        try:
+            c = writer.complete(request, seed)
+        except Rejection as r:  # nothing to ask: the scene has no valid edit of the task
+            rejects.append(dict(stage=stage, item=f"{request.row_id}#{attempt}", reason=r.reason, detail=f"{request.row_id}: {r.detail}"))
+            return _row(writer, request, seed, attempt + 1, "", "rejected", r.reason, {}, None, tokens), rejects
         tokens += c.completion_tokens
         try:
             answer, spec = check_answer(c.text, request, limits, speed)
@@ -243,7 +267,5 @@ def generate(
 
 
 def json_grammar(tasks: tuple[str, ...] = vocab.ALL_TASKS):
-    """The JSON-schema grammar every answer is decoded under."""
-    from llama_cpp import LlamaGrammar
-
-    return LlamaGrammar.from_json_schema(json.dumps(prompts.answer_schema(tasks)), verbose=False)
+    """The JSON-schema grammar answers without a scene are decoded under."""
+    return gbnf.json_grammar(tasks)

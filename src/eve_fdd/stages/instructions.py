@@ -80,7 +80,7 @@ def load_writer(cfg: Config, llm_dir: Path, cache_dir: Path) -> gen.Writer:
     model = load_llama(path, n_ctx=cfg.llm.n_ctx, n_threads=cfg.llm.n_threads, n_gpu_layers=cfg.llm.n_gpu_layers, seed=cfg.seed)
     return gen.Writer(
         model=model, model_name=path.name, model_sha256=info["sha256"], profile=cfg.profile, sampling=cfg.llm,
-        grammar=gen.json_grammar(), cache=gen.Cache(cache_dir / "completions.sqlite"),
+        grammar=gen.json_grammar(), cache=gen.Cache(cache_dir / "completions.sqlite"), scene_grammar=cfg.instructions.grammar,
     )
 
 
@@ -89,7 +89,8 @@ def shards(requests: list[gen.Request], size: int) -> list[list[gen.Request]]:
 
 
 def summarize(rows: list[dict], rejects: list[dict], stats: gen.Stats) -> dict[str, Any]:
-    """Counts per task, acceptance (first try and after retries), rejects by reason, speed."""
+    """Counts per task, acceptance (first try and after retries), the share of distinct
+    instructions among the accepted ones, rejects by reason, speed."""
     m: dict[str, Any] = {"requests": len(rows), "accepted": sum(r["status"] == "accepted" for r in rows)}
     m["acceptance"] = round(m["accepted"] / len(rows), 4) if rows else 0.0
     m["first_try_acceptance"] = round(sum(r["status"] == "accepted" and r["attempts"] == 1 for r in rows) / len(rows), 4) if rows else 0.0
@@ -98,6 +99,8 @@ def summarize(rows: list[dict], rejects: list[dict], stats: gen.Stats) -> dict[s
         m[f"task.{task}.requests"] = len(sub)
         m[f"task.{task}.acceptance"] = round(sum(r["status"] == "accepted" for r in sub) / len(sub), 4)
         m[f"task.{task}.first_try"] = round(sum(r["status"] == "accepted" and r["attempts"] == 1 for r in sub) / len(sub), 4)
+        accepted = [r["instruction"] for r in sub if r["status"] == "accepted"]
+        m[f"task.{task}.distinct"] = round(len(set(accepted)) / len(accepted), 4) if accepted else 0.0
     for reason, n in sorted(Counter(r["reason"] for r in rejects).items()):
         m[f"rejects.{reason}"] = n
     m["rejected_attempts"] = len(rejects)

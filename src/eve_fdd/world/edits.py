@@ -203,6 +203,48 @@ def sample_edit(
     raise SceneError(f"unknown task {task!r}, expected one of {vocab.TASKS}")
 
 
+def _candidates(scene: Scene, task: str, allow_reserved: bool, concept: str | None) -> list[EditSpec]:
+    names = [s.name for s in scene.shapes]
+    kinds = (concept,) if concept else vocab.KINDS + (vocab.SUBJECTS if allow_reserved else ())
+    if task == "add":
+        return [EditSpec("add", kind=k, color=c, size=z, texture=t, region=r, vx=0.0, vy=0.0)
+                for z in vocab.SIZES for c in vocab.COLORS for t in vocab.TEXTURES for k in kinds for r in vocab.REGIONS]
+    if task == "remove":
+        return [EditSpec("remove", target=n) for n in names]
+    if task == "replace":
+        return [EditSpec("replace", target=n, kind=k) for n in names for k in ((concept,) if concept else vocab.SUBJECTS)]
+    if task == "background":
+        return [EditSpec("background", background=b) for b in vocab.BACKGROUNDS]
+    if task == "texture":
+        return [EditSpec("texture", target=n, texture=t) for n in names for t in vocab.TEXTURES]
+    if task == "local":
+        return [EditSpec("local", target=n, color=c) for n in names for c in vocab.COLORS] + [
+            EditSpec("local", target=n, size=z) for n in names for z in vocab.SIZES]
+    if task == "style":
+        styles = (concept,) if concept else vocab.STYLES + (vocab.RESERVED_STYLES if allow_reserved else ())
+        return [EditSpec("style", style=s) for s in styles]
+    if task == "global":
+        return [EditSpec("global", lighting=g) for g in vocab.LIGHTINGS]
+    raise SceneError(f"unknown task {task!r}, expected one of {vocab.TASKS + vocab.SUBJECT_TASKS}")
+
+
+def valid_edits(scene: Scene, task: str, allow_reserved: bool = False, concept: str | None = None) -> list[Edit]:
+    """Every edit of `task` that applies to `scene`, in canonical wording: each shape the scene
+    has with its own attributes, each value the edit can take (an added shape in any size,
+    colour, texture and region; it gets no motion here, since neither its instruction nor its
+    caption says how it moves). `concept` fixes the subject of an add / replace or the style
+    of a style edit, as in `sample_edit`. The Shapes instruction writer's decoding grammar is
+    built from this list (llm/gbnf.py)."""
+    edits = []
+    for spec in _candidates(scene, task, allow_reserved, concept):
+        try:
+            edited = apply_edit(scene, spec, allow_reserved)
+        except SceneError:
+            continue
+        edits.append(Edit(spec, edited, instruction(spec), caption(edited)))
+    return edits
+
+
 def applicable(scene: Scene, task: str) -> bool:
     """Whether `task` has at least one valid edit on `scene`."""
     if task == "add":
