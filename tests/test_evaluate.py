@@ -118,8 +118,8 @@ def project(tiny_backbone_dir, tmp_path_factory):
     data = root / "data"
     data.mkdir()
     found = fdd_inputs(CFG, TASKS, tiny_backbone_dir, data)
-    fdd.build(CFG, "no_align", found["instructions"], found["videos"], tiny_backbone_dir, found["edit_dir"], found["video_dir"],
-              data / "fdd" / "no_align", root / "ckpt", progress=False)
+    found["fdd_metrics"] = fdd.build(CFG, "no_align", found["instructions"], found["videos"], tiny_backbone_dir, found["edit_dir"],
+                                     found["video_dir"], data / "fdd" / "no_align", root / "ckpt", progress=False).metrics
     for kind in ("clip", "xclip"):
         metric_models.build(CFG, kind, data / "metric_models" / kind, root / f"ckpt-{kind}", progress=False)
     dirs = evaluate.Dirs(found["instructions"], found["videos"], tiny_backbone_dir, found["edit_dir"], found["video_dir"],
@@ -133,6 +133,7 @@ def test_every_method_is_edited_and_scored_by_the_same_code(project, tmp_path, m
     metrics, artifacts = evaluate.build(CFG, method, dirs, tmp_path / method, progress=False)
     edits = np.load(tmp_path / method / "edits.npy")
     assert metrics["items"] == 6 and edits.shape == (6, 8, 32, 32, 3) and edits.dtype == np.uint8
+    assert metrics["edits.reused"] == 0.0  # stage fdd edited 2 data points, not these 6: made here
     for key in ("gt.fidelity.changed", "gt.fidelity.kept", "gt.temporal", "gt.psnr", "gt.ssim", "paper.clip_frame",
                 "paper.pick_score", "paper.viclip_out", "paper.viclip_dir"):
         assert np.isfinite(metrics[f"{key}.mean"]), key
@@ -144,14 +145,19 @@ def test_every_method_is_edited_and_scored_by_the_same_code(project, tmp_path, m
         assert metrics["gt.fidelity.changed.mean"] > metrics["gt.fidelity.kept.mean"]
 
 
-def test_no_align_matches_stage_fdds_own_evaluation(project, tmp_path):
-    """Same data points, same noise: the evaluation reproduces what stage fdd measured, up to
-    the rounding of the edits to uint8 video (which stage fdd scores before rounding)."""
+def test_no_align_reuses_stage_fdds_edits_which_are_its_own(project, tmp_path, monkeypatch):
+    """Same data points, same noise: the evaluation scores the edits stage fdd made instead of
+    making them again; they are bit for bit the edits it would make, and score as stage fdd
+    measured them up to the rounding to uint8 video (which stage fdd scores before rounding)."""
     _, dirs, found = project
     cfg = CFG.model_copy(update={"evaluate": CFG.evaluate.model_copy(update={"items": 2, "batch_size": 8})})
     metrics, _ = evaluate.build(cfg, "no_align", dirs, tmp_path / "e", progress=False)
-    own = fdd.build(CFG, "no_align", found["instructions"], found["videos"], dirs.backbone, dirs.edit_adapter, dirs.video_adapter,
-                    tmp_path / "f", tmp_path / "ckpt", progress=False).metrics
+    assert metrics["edits.reused"] == 1.0
+    monkeypatch.setattr(evaluate, "fdd_edits", lambda *args: None)
+    made, _ = evaluate.build(cfg, "no_align", dirs, tmp_path / "made", progress=False)
+    assert made["edits.reused"] == 0.0 and made["text.encoded"] > 0
+    np.testing.assert_array_equal(np.load(tmp_path / "e" / "edits.npy"), np.load(tmp_path / "made" / "edits.npy"))
+    own = found["fdd_metrics"]
     for key in ("fidelity.changed.mean", "fidelity.kept.mean", "temporal.mean"):
         assert metrics[f"gt.{key}"] == pytest.approx(own[f"eval.{key}"], abs=2e-3), key
 

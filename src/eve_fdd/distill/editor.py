@@ -113,6 +113,32 @@ def unknown_words(tokenizer: Any, text: str) -> list[str]:
     return [w for w in text.split() if unk in tokenizer(w, add_special_tokens=False).input_ids]
 
 
+EVAL_CHUNK = 8  # held-out data points edited per batch by stage fdd (stage evaluate's batch_size must match to reuse its edits)
+
+
+def eval_key(cfg: Config, row_ids: list[str], seed: int, chunk: int) -> dict[str, Any]:
+    """What fixes a student's held-out edits beyond its weights: the data points, the noise
+    (seed and batching: the generator draws per batch) and the inference settings. Stage fdd
+    saves its edits with this key; stage evaluate reuses them when its own key is equal."""
+    return {"row_ids": list(row_ids), "noise_seed": seed * 7919 + 5, "chunk": chunk, "inference_steps": cfg.diffusion.inference_steps,
+            "teacher_guidance": cfg.fdd.teacher_guidance, "inference_guidance": cfg.fdd.inference_guidance,
+            "mixed_precision": cfg.fdd.mixed_precision, "clip_frames": cfg.clip_frames}
+
+
+def save_edits(model_dir: Path, edits: np.ndarray, key: dict[str, Any]) -> None:
+    (model_dir / "eval").mkdir(parents=True, exist_ok=True)
+    np.save(model_dir / "eval" / "edits.npy", edits, allow_pickle=False)
+    (model_dir / "eval" / "key.json").write_text(json.dumps(key, indent=1) + "\n")
+
+
+def saved_edits(model_dir: Path, key: dict[str, Any]) -> np.ndarray | None:
+    """The held-out edits stage fdd saved in `model_dir/eval` if they were made under `key`."""
+    path = model_dir / "eval" / "key.json"
+    if not path.is_file() or json.loads(path.read_text()) != key:
+        return None
+    return np.load(model_dir / "eval" / "edits.npy", allow_pickle=False)
+
+
 def load_editor(cfg: Config, model_dir: str | Path, backbone_dir: str | Path = "data/backbone",
                 edit_dir: str | Path = "data/edit_adapter", video_dir: str | Path = "data/video_adapter",
                 placement: Placement | None = None) -> VideoEditor:

@@ -37,7 +37,7 @@ from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
 from ..distill.data import Clips, FddItems, data_fn, ground_truth, has_ground_truth, load_items
-from ..distill.editor import load_editor
+from ..distill.editor import eval_key, load_editor, saved_edits
 from ..distill.teachers import ConceptTeacher, EditTeacher
 from ..evaluate import per_task_means
 from ..evaluate.baselines import edit_frames, sdedit
@@ -171,6 +171,32 @@ def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels
     return {f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()} | metrics
 
 
+def fdd_edits(cfg: Config, method: str, dirs: Dirs, items: FddItems) -> np.ndarray | None:
+    """An FDD variant's held-out edits as stage fdd saved them, when they are of these items
+    with this stage's noise (the same seed and batching) and inference settings: the same
+    edits this stage would make, so it scores them instead of making them again."""
+    if method not in FDD_VARIANTS:
+        return None
+    return saved_edits(dirs.fdd / method, eval_key(cfg, items.row_ids, cfg.evaluate.seed, cfg.evaluate.batch_size))
+
+
+def edit_items(cfg: Config, method: str, dirs: Dirs, items: FddItems, placement: Placement,
+               progress: bool) -> tuple[np.ndarray, dict[str, int]]:
+    """The method's edits of `items` (uint8, in order) and its text encoder's counts."""
+    from tqdm.auto import tqdm
+
+    edit, backbone = method_editor(cfg, method, dirs, placement)
+    load = data_fn(items, backbone.encode_text, backbone.space)
+    g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
+    size = cfg.evaluate.batch_size
+    chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
+    edited = []
+    with torch.no_grad():
+        for index in tqdm(chunks, desc=f"edit ({method})", unit="batch", disable=not progress):
+            edited.append(clips_to_uint8(edit(load(index), g)))
+    return np.concatenate(edited), backbone.text_metrics()
+
+
 def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = True) -> tuple[dict[str, float | str], list[Path]]:
     """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
     placement = Placement.resolve(cfg.fdd.mixed_precision)
@@ -180,23 +206,16 @@ def build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool = 
 
 def _build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool, placement: Placement) -> tuple[dict[str, float | str], list[Path]]:
     items, rejects = benchmark_items(cfg) if cfg.evaluate.benchmark.csv else (held_out(cfg, dirs), [])
-    edit, backbone = method_editor(cfg, method, dirs, placement)
     models = load_metric_models(dirs.metric_models, placement)
-    load = data_fn(items, backbone.encode_text, backbone.space)
-    g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
-    chunks = [list(range(i, min(i + cfg.evaluate.batch_size, len(items)))) for i in range(0, len(items), cfg.evaluate.batch_size)]
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
-    edited = []
-    with torch.no_grad():
-        for index in tqdm(chunks, desc=f"edit ({method})", unit="batch", disable=not progress):
-            edited.append(clips_to_uint8(edit(load(index), g)))
-    edited_u8 = np.concatenate(edited)
+    edited_u8, text = fdd_edits(cfg, method, dirs, items), {}
+    reused = edited_u8 is not None
+    if not reused:
+        edited_u8, text = edit_items(cfg, method, dirs, items, placement, progress)
     edit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = {"items": len(items), **placement.metrics(trains=False), **score(items, edited_u8, cfg, models), **backbone.text_metrics(),
-               **{f"skipped.{k}": v for k, v in items.skipped.items()}}
+    metrics = {"items": len(items), **placement.metrics(trains=False), **score(items, edited_u8, cfg, models), **text,
+               "edits.reused": float(reused), **{f"skipped.{k}": v for k, v in items.skipped.items()}}
     metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
 
     out_dir.mkdir(parents=True, exist_ok=True)

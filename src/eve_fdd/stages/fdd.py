@@ -11,7 +11,8 @@ resumed when interrupted; NaN stops with the step and the last checkpoint named)
 Evaluation: held-out data points, spread evenly over the tasks, edited with T DDIM steps and
 scored against the ground truth (evaluate/video_edits.py), beside "return the input" as a
 reference. Outputs under `data/fdd/<variant>`: the LoRA (and, for random_init, the adapters
-it trained), model.json, a contact sheet and GIFs.
+it trained), model.json, the held-out edits with what made them (`eval/`: stage evaluate
+reuses them when it edits the same data points with the same noise), a contact sheet and GIFs.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..data.video import contact_sheet, display_scale, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
-from ..distill.editor import VideoEditor
+from ..distill.editor import EVAL_CHUNK, VideoEditor, eval_key, save_edits
 from ..distill.fdd import FDD
 from ..distill.pool import TeacherPool
 from ..distill.run import ProgressSamples, RunSettings, discriminators, timestep_plot, train_fdd
@@ -50,7 +51,6 @@ STAGE = "fdd"
 PARAMS = ("profile", "seed", "world", "videos.fps", "videos.ingest.frames", "videos.ingest.size", "diffusion",
           *(f"fdd.{k}" for k in FddConfig.model_fields if k != "variants"))
 LORA = "fdd"
-
 
 def checkpoints_for(variant: str) -> Path:
     return Path("data/checkpoints/fdd") / variant
@@ -132,8 +132,9 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
     _save(student, variant, out_dir)
 
     student.guide(f.inference_guidance, empty)
-    found, sheet_rows, labels, per_row = evaluate(student, edit_teacher.with_guidance(f.teacher_guidance), backbone, scheduler,
-                                                  test_items, cfg, placement=placement)
+    found, sheet_rows, labels, per_row, edits = evaluate(student, edit_teacher.with_guidance(f.teacher_guidance), backbone, scheduler,
+                                                         test_items, cfg, chunk=EVAL_CHUNK, placement=placement)
+    save_edits(out_dir, edits, eval_key(cfg, test_items.row_ids, f.seed, EVAL_CHUNK))
     metrics.update(found)
     metrics.update(backbone.text_metrics())
     artifacts = [out_dir / "model.json", *progress_files]
@@ -158,13 +159,13 @@ def run_settings(f: FddConfig) -> RunSettings:
 
 @torch.no_grad()
 def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, scheduler: Any, items: FddItems, cfg: Config,
-             chunk: int = 8, placement: Placement | None = None) -> tuple[dict[str, float], list[np.ndarray], list[str], int]:
+             chunk: int = EVAL_CHUNK, placement: Placement | None = None) -> tuple[dict[str, float], list[np.ndarray], list[str], int, np.ndarray]:
     """Edit held-out data points with T DDIM steps (first frame by the edit teacher, the rest
     by the student). With a ground truth (Shapes) they are scored against it, "return the
     input unchanged" beside them (`identity.*`); clips of the user's own set have none, and
     are only shown (stage `evaluate` scores them by the paper's metrics). Returns the metrics,
-    contact-sheet rows (input | edited [| ground truth] per data point), their labels and the
-    rows per data point."""
+    contact-sheet rows (input | edited [| ground truth] per data point), their labels, the
+    rows per data point and the edits (uint8, in data-point order)."""
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
     editor = VideoEditor(student, edit_teacher, backbone, timesteps, cfg.clip_frames, backbone.frame_size, placement or Placement())
     load = data_fn(items, backbone.encode_text, backbone.space)
@@ -195,7 +196,7 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
         if gt_u8 is not None:
             rows.append(gt_u8[j])
             labels.append("ground truth")
-    return metrics, rows, labels, 3 if gt_u8 is not None else 2
+    return metrics, rows, labels, 3 if gt_u8 is not None else 2, out_u8
 
 
 def _save(student: Student, variant: str, out_dir: Path) -> None:
