@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from ..models.placement import randn
 from ..models.space import PixelSpace, pixels_from_uint8
 from ..train.backbone import to_uint8
 from ..world import EditSpec, Scene, apply_edit, render_video
+from ..world.detect import fit_added_motion
 from .batch import EditBatch
 from .pool import DataFn
 
@@ -251,11 +252,23 @@ def has_ground_truth(items: FddItems) -> bool:
     return all(s is not None for s in items.scenes) and all(e is not None for e in items.edit_specs)
 
 
-def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int, allow_reserved: bool = False) -> np.ndarray:
+def ground_truth(items: FddItems, i: int, frames: int, size: int, supersample: int, allow_reserved: bool = False,
+                 edited: np.ndarray | None = None, speed: tuple[float, float] = (0.02, 0.06)) -> np.ndarray:
     """Shapes: the edited video (F, H, W, 3) uint8, the scene re-rendered after the edit with
     the same motion (`allow_reserved`: the subject/style set's edits bring in reserved
-    subjects and styles). Only the evaluation reads it."""
+    subjects and styles). Only the evaluation reads it.
+
+    An add instruction names where the new shape starts, not how it moves (METHOD.md section
+    10): scored against a method's clip `edited`, the new shape moves with the world velocity
+    (a speed in `speed`) that best explains where that clip shows it
+    (world.detect.fit_added_motion), so the score asks for the named shape where the
+    instruction puts it, moving as a world shape moves, the rest unchanged; where the clip
+    does not show it, it keeps the velocity the edit spec drew."""
     if items.scenes[i] is None or items.edit_specs[i] is None:
         raise ValueError(f"{items.row_ids[i]}: no scene or edit spec; a ground truth exists for Shapes videos only")
-    scene = Scene.from_json(items.scenes[i])
-    return render_video(apply_edit(scene, EditSpec.from_json(items.edit_specs[i]), allow_reserved), frames, size, supersample)
+    scene, spec = Scene.from_json(items.scenes[i]), EditSpec.from_json(items.edit_specs[i])
+    if edited is not None and spec.task == "add":
+        fit = fit_added_motion(apply_edit(scene, spec, allow_reserved), edited, speed, source=items.frames[i], supersample=supersample)
+        if fit is not None:
+            spec = replace(spec, vx=fit[0], vy=fit[1])
+    return render_video(apply_edit(scene, spec, allow_reserved), frames, size, supersample)

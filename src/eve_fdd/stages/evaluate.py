@@ -166,7 +166,7 @@ def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels
     if not has_ground_truth(items):
         return metrics
     w = cfg.world
-    truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample) for i in range(len(items))])
+    truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample, edited=edited[i], speed=w.speed) for i in range(len(items))])
     gt = video_errors(pixels_from_uint8(edited), pixels_from_uint8(items.frames), pixels_from_uint8(truth)) | psnr_ssim(edited, truth)
     return {f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()} | metrics
 

@@ -172,20 +172,22 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
     truth_known = has_ground_truth(items)
     w = cfg.world
-    edited, truth = [], []
+    edited = []
     for i in range(0, len(items), chunk):
         index = list(range(i, min(i + chunk, len(items))))
         edited.append(backbone.space.decode(editor.edit_batch(load(index), g)).cpu())
-        if truth_known:
-            truth.append(pixels_from_uint8(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample) for j in index])))
     edited_t, source_t = torch.cat(edited), pixels_from_uint8(items.frames)
     metrics: dict[str, float] = {"eval.ground_truth": float(truth_known)}
     src_u8, out_u8 = clips_to_uint8(source_t), clips_to_uint8(edited_t)
     gt_u8 = None
-    if truth_known:
-        truth_t = torch.cat(truth)
+    if truth_known:  # an add's truth follows the motion the edit gave its new shape (distill.data.ground_truth)
+        def truth(of: np.ndarray | None) -> torch.Tensor:
+            return pixels_from_uint8(np.stack([ground_truth(items, j, w.frames, w.size, w.supersample, edited=None if of is None else of[j],
+                                                            speed=w.speed) for j in range(len(items))]))
+
+        truth_t = truth(out_u8)
         metrics |= {f"eval.{k}": v for k, v in summarize(video_errors(edited_t, source_t, truth_t), items.tasks).items()}
-        metrics |= {f"eval.identity.{k}": v for k, v in summarize(video_errors(source_t, source_t, truth_t), items.tasks).items()
+        metrics |= {f"eval.identity.{k}": v for k, v in summarize(video_errors(source_t, source_t, truth(None)), items.tasks).items()
                     if not k.startswith("frame_change_ground_truth")}
         gt_u8 = clips_to_uint8(truth_t)
     rows: list[np.ndarray] = []

@@ -74,3 +74,42 @@ def detect(image: np.ndarray, scene: Scene, tolerance: float = 40, area_fraction
         for colour, area in signature(scene, size, supersample, empty)
     )
     return Detection(found, bg_ok, scene.style not in UNCHECKABLE_STYLES)
+
+
+def fit_added_motion(scene: Scene, edited: np.ndarray, speed: tuple[float, float], source: np.ndarray | None = None,
+                     tolerance: float = 40, area_fraction: float = 0.25, supersample: int = 2,
+                     speeds: int = 9, directions: int = 48) -> tuple[float, float] | None:
+    """The velocity a world shape could have (a speed in `speed`, any direction) that best
+    explains where the last shape of `scene` (an add edit's new shape, which starts where the
+    instruction put it) is in `edited` (F, H, W, 3 uint8): its pixels are those of its colour
+    that `source` (the input video, F, H, W, 3; `scene` without it rendered when None) does not
+    have, its centre their centroid, in every frame where at least `area_fraction` of its area
+    shows. None when it shows in fewer than two frames after the first: there is no motion
+    to fit, and the caller keeps the instruction's own ground truth."""
+    frames, size = edited.shape[0], edited.shape[1]
+    new = scene.shapes[-1]
+    if source is None:
+        from .render import render_video
+
+        source = render_video(replace(scene, shapes=scene.shapes[:-1]), frames, size, supersample)
+    colour, area = signature(replace(scene, shapes=(new,)), size, supersample)[0]
+    if area == 0:
+        return None
+    ys, xs = np.mgrid[0:size, 0:size]
+    seen, centres = [], []
+    for f in range(frames):
+        mask = _close(edited[f], colour, tolerance) & ~_close(source[f], colour, tolerance)
+        if mask.sum() >= area_fraction * area:
+            seen.append(f)
+            centres.append(((xs[mask].mean() + 0.5) / size, (ys[mask].mean() + 0.5) / size))
+    if sum(f > 0 for f in seen) < 2:
+        return None
+    at, centres = np.array(seen), np.array(centres)
+    v = np.linspace(speed[0], speed[1], speeds)[:, None]
+    a = np.linspace(0, 2 * np.pi, directions, endpoint=False)[None, :]
+    vx, vy = (v * np.cos(a)).ravel(), (v * np.sin(a)).ravel()
+    shapes = replace(new, vx=vx[:, None], vy=vy[:, None])  # every candidate at once: positions (candidates, seen frames)
+    px, py = shapes.position(at[None, :])
+    cost = ((px - centres[:, 0]) ** 2 + (py - centres[:, 1]) ** 2).mean(axis=1)
+    best = int(cost.argmin())
+    return float(vx[best]), float(vy[best])
