@@ -202,6 +202,13 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     best = min(("no_align", "input", "edit_frames", "sdedit_75"), key=lambda m: summary[f"{m}.gt.fidelity.changed.mean"])
     row = next(line for line in text.splitlines()[text.splitlines().index("## Baselines (paper Table 1 analogue)"):] if line.startswith(f"| {report.report.label(best)} |"))
     assert f"**{summary[f'{best}.gt.fidelity.changed.mean']:.4f}**" in row
+    # paired by data point: no_align (the only variant, so the reference) - each baseline, from their scores.json
+    assert "## Paired differences: plug-and-play (no_align) − each method" in text
+    for m in ("input", "edit_frames", "sdedit_75"):
+        key = "gt.fidelity.changed"
+        diff = summary[f"no_align.{key}.mean"] - summary[f"{m}.{key}.mean"]
+        assert summary[f"paired.{m}.{key}.diff"] == pytest.approx(diff, abs=2e-4) and summary[f"paired.{m}.{key}.ci95"] > 0
+        assert f"| {report.report.label(m)} | 6 |" in text
     assert (tmp_path / "report" / "metrics.png").stat().st_size > 0
     grids = sorted((tmp_path / "report" / "grids").glob("item-*.gif"))
     assert len(grids) == 2 and (tmp_path / "report" / "grid.png") in artifacts
@@ -216,6 +223,33 @@ def test_report_tables_figure_and_grids(project, tmp_path):
     with pytest.raises(FileNotFoundError, match="sdedit_90.json"):
         report.build(CFG.model_copy(update={"fdd": cfg.fdd, "evaluate": CFG.evaluate.model_copy(update={"baselines": ("sdedit_90",)})}),
                      dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report3", seeds, tmp_path / "plots3")
+
+
+def test_paired_differences_are_task_balanced_with_stratified_intervals():
+    from eve_fdd.evaluate import report as r
+
+    tasks = ["add"] * 4 + ["local"] * 2
+    a = {"row_ids": list("abcdef"), "tasks": tasks, "scores": {"gt.fidelity.changed": [0.1, 0.2, 0.3, 0.4, 0.5, None]}}
+    b = {"row_ids": list("abcdef"), "tasks": tasks, "scores": {"gt.fidelity.changed": [0.2, 0.2, 0.4, 0.6, 0.7, 0.1]}}
+    mean, se, n = r.paired_differences({"x": a, "y": b}, "x", "gt.fidelity.changed", "y")
+    # add: d = -.1, 0, -.1, -.2 (mean -.1); local: d = -.2 (one finite pair, so its variance is unknown)
+    assert n == 5 and mean == pytest.approx(-0.15) and np.isnan(se)
+    b["scores"]["gt.fidelity.changed"][5], a["scores"]["gt.fidelity.changed"][5] = 0.9, 0.6  # local: d = -.2, -.3
+    mean, se, n = r.paired_differences({"x": a, "y": b}, "x", "gt.fidelity.changed", "y")
+    add_var, local_var = np.var([-0.1, 0, -0.1, -0.2], ddof=1) / 4, np.var([-0.2, -0.3], ddof=1) / 2
+    assert mean == pytest.approx((-0.1 - 0.25) / 2) and se == pytest.approx(np.sqrt(add_var + local_var) / 2)
+    assert "**-0.1750 [" in r.paired_table({"x": a, "y": b}, "x", ["y"])  # the interval excludes zero: bold
+    with pytest.raises(ValueError, match="different data points"):
+        r.paired_differences({"x": a, "y": {**b, "row_ids": list("abcdeg")}}, "x", "gt.fidelity.changed", "y")
+    seeds = {"full": {s: {"eval.fidelity.changed.mean": 0.1 + 0.01 * i, "eval.fidelity.kept.mean": 0.05, "eval.temporal.mean": 0.04}
+                      for i, s in enumerate("012")},
+             "no_align": {s: {"eval.fidelity.changed.mean": 0.13 + 0.012 * i, "eval.fidelity.kept.mean": 0.04, "eval.temporal.mean": 0.04}
+                          for i, s in enumerate("0123")}}
+    text = r.seed_paired_table(seeds, "full", ["full", "no_align"])
+    d = np.array([-0.03, -0.032, -0.034])
+    half = 4.303 * d.std(ddof=1) / np.sqrt(3)
+    assert f"| plug-and-play (no_align) | 3 | **{d.mean():+.4f} [{d.mean() - half:+.4f}, {d.mean() + half:+.4f}]** (3/3 better) |" in text
+    assert "(0/3 better)" in text  # kept error: full is worse at every seed
 
 
 def test_seed_runs_of_another_setup_are_left_out_and_counted():

@@ -97,6 +97,111 @@ def seed_table(seeds: dict[str, dict[str, dict[str, float]]], variants: Sequence
     return "\n".join([head, rule, *rows])
 
 
+PAIRED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("gt.fidelity.changed", "changed err"),
+    ("gt.fidelity.kept", "kept err"),
+    ("gt.temporal", "temporal err"),
+)
+Z95 = 1.959964
+# two-sided 95% quantiles of Student's t by degrees of freedom (the over-seeds intervals; 1.96 beyond 30)
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def load_scores(evaluate_dir: Path, methods: Sequence[str]) -> dict[str, dict]:
+    """Each method's per-data-point scores (stage evaluate's `scores.json`)."""
+    out = {}
+    for m in methods:
+        path = evaluate_dir / m / "scores.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; the report pairs methods by data point (`dvc repro evaluate baselines`)")
+        out[m] = json.loads(path.read_text())
+    return out
+
+
+def _values(scores: dict, key: str) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in scores["scores"][key]], dtype=float)
+
+
+def balanced_mean(values: np.ndarray, tasks: Sequence[str]) -> tuple[float, float, int]:
+    """(mean, standard error, data points): the mean over tasks of each task's mean (every task
+    weighing the same, as the tables' means), its standard error with the tasks as strata, and
+    how many finite values went in. The error is NaN where a task has a single value."""
+    tasks_arr = np.asarray(tasks)
+    means, variances, n = [], [], 0
+    for task in sorted(set(tasks)):
+        v = values[(tasks_arr == task) & np.isfinite(values)]
+        if len(v):
+            means.append(v.mean())
+            variances.append(v.var(ddof=1) / len(v) if len(v) > 1 else np.nan)
+            n += len(v)
+    if not means:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(means)), float(np.sqrt(np.sum(variances)) / len(means)), n
+
+
+def paired_differences(scores: dict[str, dict], reference: str, key: str, other: str) -> tuple[float, float, int]:
+    """`reference - other` on `key` per data point (the same held-out data points, edited with
+    the same noise), as a task-balanced mean with its standard error."""
+    a, b = scores[reference], scores[other]
+    if a["row_ids"] != b["row_ids"]:
+        raise ValueError(f"report: {reference} and {other} were evaluated on different data points; rerun `dvc repro evaluate baselines`")
+    return balanced_mean(_values(a, key) - _values(b, key), a["tasks"])
+
+
+def _interval(mean: float, half: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    if not np.isfinite(half):
+        return f"{mean:+.4f}"
+    text = f"{mean:+.4f} [{mean - half:+.4f}, {mean + half:+.4f}]"
+    return f"**{text}**" if mean - half > 0 or mean + half < 0 else text
+
+
+def paired_table(scores: dict[str, dict], reference: str, others: Sequence[str]) -> str:
+    """`reference - X` per data point for each other method: the task-balanced mean difference
+    and its 95% interval (normal approximation, tasks as strata); bold where the interval
+    excludes zero. Errors: negative = `reference` better."""
+    keys = [(k, t) for k, t in PAIRED_COLUMNS if k in scores[reference]["scores"]]
+    head = f"| {label(reference)} − method | pairs | " + " | ".join(t for _, t in keys) + " |"
+    rule = "| --- | ---: |" + " ---: |" * len(keys)
+    rows = []
+    for m in others:
+        found = [paired_differences(scores, reference, k, m) for k, _ in keys]
+        cells = [_interval(mean, Z95 * se) for mean, se, _ in found]
+        rows.append(f"| {label(m)} | {max(n for _, _, n in found)} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def standard_errors(scores: dict[str, dict], method: str) -> str:
+    """`changed err 0.0041, kept err 0.0012, ...`: the standard error of `method`'s means."""
+    found = [(t, balanced_mean(_values(scores[method], k), scores[method]["tasks"])[1]) for k, t in PAIRED_COLUMNS
+             if k in scores[method]["scores"]]
+    return ", ".join(f"{t} {se:.4f}" for t, se in found)
+
+
+def seed_paired_table(seeds: dict[str, dict[str, dict[str, float]]], reference: str, variants: Sequence[str]) -> str:
+    """`reference - X` paired by seed (stage fdd's own held-out means of the same seed): the
+    mean difference with its 95% t-interval over the seeds both have, and at how many seeds
+    `reference` is the better one."""
+    head = f"| {label(reference)} − variant | seeds | " + " | ".join(t for _, t in SEED_COLUMNS) + " |"
+    rule = "| --- | ---: |" + " ---: |" * len(SEED_COLUMNS)
+    rows = []
+    ref = seeds.get(reference, {})
+    for v in variants:
+        common = sorted(set(ref) & set(seeds.get(v, {})))
+        if v == reference or not common:
+            continue
+        cells = []
+        for key, _ in SEED_COLUMNS:
+            d = np.array([ref[s][key] - seeds[v][s][key] for s in common if key in ref[s] and key in seeds[v][s]], dtype=float)
+            half = T95[min(len(d), 31) - 2] * d.std(ddof=1) / np.sqrt(len(d)) if 1 < len(d) <= 31 else (
+                Z95 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 31 else float("nan"))
+            cells.append(f"{_interval(float(d.mean()), half)} ({int((d < 0).sum())}/{len(d)} better)" if len(d) else "–")
+        rows.append(f"| {label(v)} | {len(common)} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows]) if rows else ""
+
+
 def current_setup(seeds: dict[str, dict[str, dict]], setups: dict[str, str | None]) -> tuple[dict[str, dict[str, dict]], dict[str, int]]:
     """(kept, left out): of each variant's seed runs, those whose `setup` (stage fdd's
     fingerprint of everything but the seed: params, code, data, teachers) is the variant's

@@ -13,8 +13,9 @@ Scores, per task and their mean (every task weighing the same):
 - `paper.*`: CLIPFrame, PickScore, ViCLIP_out, ViCLIP_dir with the models of stage
   `metric_models` (evaluate/paper_metrics.py).
 Outputs: `data/evaluate/<method>/edits.npy` (uint8 (N, F, H, W, 3), the edited clips in
-data-point order, for the report's grids and the human-evaluation export), a contact sheet,
-and the metrics.
+data-point order, for the report's grids and the human-evaluation export), `scores.json`
+(every score per data point, for the report's paired differences), a contact sheet, and the
+metrics.
 """
 
 from __future__ import annotations
@@ -158,17 +159,25 @@ def load_metric_models(directory: Path, placement: Placement | None = None) -> M
     return models
 
 
-def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels) -> dict[str, float]:
+def score(items: FddItems, edited: np.ndarray, cfg: Config, models: MetricModels) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """`paper.*` means per task and overall for uint8 edited clips of `items`, and `gt.*` where
-    the items have a ground truth (Shapes; the user's own clips have none)."""
+    the items have a ground truth (Shapes; the user's own clips have none); and every score per
+    data point (the report pairs methods by data point)."""
     paper = paper_metrics(models, edited, items.frames, items.input_captions, items.output_captions, cfg.evaluate.metric_batch_size)
-    metrics = {f"paper.{k}": v for k, v in per_task_means(paper, items.tasks).items()}
-    if not has_ground_truth(items):
-        return metrics
-    w = cfg.world
-    truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample, edited=edited[i], speed=w.speed) for i in range(len(items))])
-    gt = video_errors(pixels_from_uint8(edited), pixels_from_uint8(items.frames), pixels_from_uint8(truth)) | psnr_ssim(edited, truth)
-    return {f"gt.{k}": v for k, v in per_task_means(gt, items.tasks).items()} | metrics
+    per_item = {f"paper.{k}": np.asarray(v, dtype=float) for k, v in paper.items()}
+    if has_ground_truth(items):
+        w = cfg.world
+        truth = np.stack([ground_truth(items, i, w.frames, w.size, w.supersample, edited=edited[i], speed=w.speed)
+                          for i in range(len(items))])
+        gt = video_errors(pixels_from_uint8(edited), pixels_from_uint8(items.frames), pixels_from_uint8(truth)) | psnr_ssim(edited, truth)
+        per_item = {f"gt.{k}": np.asarray(v, dtype=float) for k, v in gt.items()} | per_item
+    return per_task_means(per_item, items.tasks), per_item
+
+
+def write_scores(path: Path, items: FddItems, method: str, per_item: dict[str, np.ndarray]) -> None:
+    """`scores.json`: each data point's scores (null where a region is empty), by row id."""
+    clean = {k: [None if not np.isfinite(x) else round(float(x), 6) for x in v] for k, v in per_item.items()}
+    path.write_text(json.dumps({"method": method, "row_ids": items.row_ids, "tasks": items.tasks, "scores": clean}) + "\n")
 
 
 def fdd_edits(cfg: Config, method: str, dirs: Dirs, items: FddItems) -> np.ndarray | None:
@@ -214,7 +223,8 @@ def _build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool, 
         edited_u8, text = edit_items(cfg, method, dirs, items, placement, progress)
     edit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = {"items": len(items), **placement.metrics(trains=False), **score(items, edited_u8, cfg, models), **text,
+    means, per_item = score(items, edited_u8, cfg, models)
+    metrics = {"items": len(items), **placement.metrics(trains=False), **means, **text,
                "edits.reused": float(reused), **{f"skipped.{k}": v for k, v in items.skipped.items()}}
     metrics |= {"seconds.edit": round(edit_seconds, 1), "seconds.score": round(time.perf_counter() - start, 1)}
 
@@ -223,7 +233,8 @@ def _build(cfg: Config, method: str, dirs: Dirs, out_dir: Path, progress: bool, 
         tables.write_table(tables.REJECTS, rejects, out_dir / "benchmark_rejects.parquet")
     np.save(out_dir / "edits.npy", edited_u8, allow_pickle=False)
     (out_dir / "items.json").write_text(json.dumps({"method": method, "row_ids": items.row_ids, "tasks": items.tasks}, indent=1) + "\n")
-    artifacts = [out_dir / "items.json"]
+    write_scores(out_dir / "scores.json", items, method, per_item)
+    artifacts = [out_dir / "items.json", out_dir / "scores.json"]
     n = min(cfg.evaluate.samples, len(items))
     if n:
         sheet = out_dir / "samples.png"

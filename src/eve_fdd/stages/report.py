@@ -2,7 +2,9 @@
 from stages `evaluate` and `baselines`, written under `report/`:
 
 - `tables.md`: the ablation table (Table 2 analogue) with, where `results/fdd_seeds.json` has
-  other seeds, mean ± sd over them; the baseline table (Table 1 analogue);
+  other seeds, mean ± sd over them; the baseline table (Table 1 analogue); `full - X` for every
+  other method paired by data point (and by seed where the seeds file has them), with 95%
+  intervals;
 - `metrics.png`: a bar per method for every column;
 - `grids/item-NN.gif` and `grid.png`: input | ground truth (Shapes) | each method, for a few held-out
   data points (evaluate.samples, spread over the tasks);
@@ -27,6 +29,7 @@ STAGE = "report"
 PARAMS = ("profile", "world", "videos.fps", "videos.ingest", "fdd.variants", "evaluate")
 SEEDS = Path("results/fdd_seeds.json")
 FDD_METRICS = Path("metrics/fdd")  # each variant's current `setup`: only its seed runs are averaged
+REFERENCE = "full"  # the paired differences are full - each other method (or the first variant's, without full)
 
 
 def methods(cfg: Config) -> tuple[list[str], list[str]]:
@@ -66,6 +69,26 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
                       + ". Rerun their seeds with `benchmarks/fdd_seeds.py`.", ""]
     if baselines:
         parts += ["## Baselines (paper Table 1 analogue)", "", report.table(metrics, baselines), ""]
+    paired: dict[str, float] = {}
+    reference = REFERENCE if REFERENCE in variants else (variants or [None])[0]
+    if truth and reference is not None and len(everything) > 1:
+        scores = report.load_scores(evaluate_dir, everything)
+        others = [m for m in everything if m != reference]
+        parts += [f"## Paired differences: {report.label(reference)} − each method", "",
+                  "Per held-out data point (every method edits the same data points with the same noise), the task-balanced "
+                  "mean difference of errors and its 95% interval (normal approximation, tasks as strata); negative: "
+                  f"{report.label(reference)} is better; bold: the interval excludes zero. The standard error of "
+                  f"{report.label(reference)}'s own means: {report.standard_errors(scores, reference)}.", "",
+                  report.paired_table(scores, reference, others), ""]
+        for m in others:
+            for key, _ in report.PAIRED_COLUMNS:
+                if key in scores[reference]["scores"]:
+                    mean, se, _ = report.paired_differences(scores, reference, key, m)
+                    paired |= {f"paired.{m}.{key}.diff": round(mean, 5), f"paired.{m}.{key}.ci95": round(report.Z95 * se, 5)}
+        by_seed = report.seed_paired_table(seed_runs, reference, variants)
+        if by_seed:
+            parts += [f"Paired by seed (stage fdd's own held-out means, seeds of the current setup in {seeds}; 95% t-interval; "
+                      f"at how many seeds {report.label(reference)} has the lower error):", "", by_seed, ""]
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = out_dir / "tables.md"
     tables.write_text("\n".join(parts))
@@ -76,7 +99,7 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
     plot.write_text(json.dumps([{"method": report.label(m), **{_plot_key(k): metrics[m].get(k) for k, _, _ in report.COLUMNS}}
                                 for m in everything], indent=1) + "\n")
     summary = {f"{m}.{k}": metrics[m][k] for m in everything for k, _, _ in report.COLUMNS if k in metrics[m]}
-    return summary, artifacts
+    return summary | paired, artifacts
 
 
 def grids(cfg: Config, dirs: Dirs, evaluate_dir: Path, methods_: list[str], out_dir: Path) -> list[Path]:
