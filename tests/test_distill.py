@@ -312,6 +312,23 @@ def test_fdd_settings():
     assert not Settings(adversarial=False).adversarial_on(100)
     with pytest.raises(ValueError, match="nothing is trained"):
         Settings(sds=False, adversarial=False)
+    warm = Settings(adversarial_start=10, discriminator_warmup=3)
+    assert [warm.discriminators_train(i) for i in (6, 7, 9, 10)] == [False, True, True, True]
+    assert [warm.adversarial_on(i) for i in (7, 9, 10)] == [False, False, True]  # the student's loss is as before
+    assert not Settings(adversarial=False, discriminator_warmup=3).discriminators_train(100)
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_discriminators_warm_up_in_the_sds_only_phase_without_reaching_the_student(schedule, scheduler, tmp_path, warmup):
+    from eve_fdd.distill.fdd import Settings
+    from eve_fdd.distill.run import RunSettings, train_fdd
+
+    fdd, pool, _, _ = _fdd(Settings(k=2, inference_steps=4, adversarial_start=2, discriminator_warmup=warmup), schedule, scheduler)
+    heads = [p.clone() for p in fdd.discriminator_parameters()]
+    result, _ = train_fdd(fdd, pool, RunSettings(2, 2, 1e-3, 1.0, 10, 1, False, 0, 1e-2), tmp_path, "fp", progress=False)
+    assert len(result.curve) == 2 and all("sds_edit" in row and "adv_edit" not in row for row in result.curve)  # SDS only, both runs
+    changed = any(not torch.equal(a, b) for a, b in zip(fdd.discriminator_parameters(), heads))
+    assert changed == bool(warmup)
 
 
 def test_video_errors_against_the_ground_truth():

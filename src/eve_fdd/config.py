@@ -292,6 +292,8 @@ class DiscriminatorConfig(Section):
     head_width: int = Field(64, ge=8)
     head_heads: int = Field(4, ge=1, description="attention heads of each head's attention layer")
     lr: float = Field(1e-4, gt=0, description="constant, no warm-up")
+    warmup: int = Field(0, ge=0, description="iterations before the adversarial phase in which the discriminators already "
+                        "train on the student's clips, their loss not yet the student's (ours; 0: they start with it)")
 
 
 class FddConfig(Section):

@@ -49,6 +49,7 @@ class Settings:
     sds: bool = True
     adversarial: bool = True
     adversarial_start: int = 0      # iteration from which the adversarial terms count
+    discriminator_warmup: int = 0   # iterations before that in which the discriminators already train (ours)
     alpha: float = 0.5              # weight of the edit teacher's terms
     beta: float = 0.5               # weight of the video teacher's terms
     lam: float = 2.5                # λ: SDS vs adversarial
@@ -61,6 +62,12 @@ class Settings:
 
     def adversarial_on(self, iteration: int) -> bool:
         return self.adversarial and (iteration >= self.adversarial_start or not self.sds)
+
+    def discriminators_train(self, iteration: int) -> bool:
+        """The discriminator step runs: in the adversarial phase, and `discriminator_warmup`
+        iterations before it (on the student's clips of an SDS-only step, whose loss they do
+        not enter), so the student meets trained discriminators instead of fresh heads."""
+        return self.adversarial_on(iteration) or (self.adversarial and iteration >= self.adversarial_start - self.discriminator_warmup)
 
 
 class FDD:

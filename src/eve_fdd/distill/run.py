@@ -2,7 +2,8 @@
 `fdd` (EVE: edit adapter + video adapter) and `fdd_personal` (edit adapter + a subject or
 style LoRA). Two roles, each with its own optimiser and a constant learning rate, no warm-up
 (METHOD.md section 6): the student (its LoRA; every adapter for random_init) and the
-discriminators' heads, which train only while the adversarial terms are on.
+discriminators' heads, which train while the adversarial terms are on (and `fdd.discriminator.warmup`
+iterations before).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
                             checkpoint_every=run.checkpoint_every, log_every=run.log_every,
                             gradient_checkpointing=run.gradient_checkpointing, seed=run.seed)
     critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, run.discriminator_lr,
-                    active=fdd.settings.adversarial_on)
+                    active=fdd.settings.discriminators_train)
     result = train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
                    fingerprint=fingerprint, critic=critic, placement=placement or Placement())
     return result, np.array(timesteps, dtype=float).reshape(-1, fdd.settings.k)

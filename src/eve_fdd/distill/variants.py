@@ -34,7 +34,7 @@ def settings(cfg: FddConfig, variant: str, inference_steps: int, iterations: int
     return Settings(
         k=cfg.k, inference_steps=inference_steps, timesteps="uniform" if variant == "uniform_k" else "kbin", kbin_first=cfg.kbin_first,
         sds=variant != "no_sds", adversarial=variant != "no_disc",
-        adversarial_start=round(cfg.sds_only_fraction * iterations),
+        adversarial_start=round(cfg.sds_only_fraction * iterations), discriminator_warmup=cfg.discriminator.warmup,
         alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam, sds_weighting=cfg.sds_weighting, sds_t_range=tuple(cfg.sds_t_range),
     )
 
