@@ -75,7 +75,7 @@ def baseline() -> tuple[str, list[str]]:
         rev = repo.scm.get_rev()
         for _ in repo.brancher(revs=[rev], workspace=False):  # repo.index is the commit's inside the loop
             for out in repo.index.outs:
-                if out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
+                if out.use_cache and out.hash_info and out.hash_info.isdir and not os.path.exists(repo.cache.local.oid_to_path(out.hash_info.value)):
                     missing.append(str(out.def_path).rstrip("/") + "/")
     return rev, missing
 
