@@ -148,7 +148,8 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     params["videos"].update(count=24, samples=2, shard_size=10)
     # a small Llama trained for a few steps: the pipeline's path, not the quality (that is
     # measured by `dvc repro` on the default params and reported, not asserted in a test)
-    params["llm"].update(train_conversations=40, max_tokens=48, n_ctx=512, n_threads=1)
+    # (the scene grammar keeps its answers valid; max_tokens leaves room for an untrained model's word pieces)
+    params["llm"].update(train_conversations=40, max_tokens=160, n_ctx=512, n_threads=1)
     params["llm"]["tiny"].update(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=10, batch_size=4, warmup_steps=2)
     params["instructions"].update(max_attempts=2, shard_size=40, subject_style_count=2)
     params["edit_pairs"].update(count=21, shard_size=10, samples=7, test_fraction=0.3)
@@ -165,12 +166,11 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     params["metric_models"].update(hidden_size=16, layers=1, heads=2, clip_batch_size=2, xclip_batch_size=2, eval_scenes=4)
     for k in ("clip_train", "xclip_train"):
         params["metric_models"][k].update(steps=3, checkpoint_every=2, log_every=1)
-    # no FDD here: a Llama trained for 10 steps writes no valid instruction, and FDD rightly
-    # refuses to train without data; the stage's flow runs in tests/test_stage_fdd.py
-    params["fdd"]["variants"] = []
-    params["fdd_personal"]["concepts"] = []
-    params["evaluate"]["baselines"] = []  # nothing to edit either; the stages' flow runs in tests/test_evaluate.py
-    # FDD and the evaluation at toy size, for the ablations that tests/test_services.py starts
+    # every stage once, at toy size: one FDD variant (the ablations of tests/test_services.py run others), one
+    # concept aligned, the no-edit baseline and one SDEdit level, then the report
+    params["fdd"]["variants"] = ["full"]
+    params["fdd_personal"].update(concepts=["star"], iterations=2, batch_size=2, pool_size=2, eval_repeats=1, samples=1)
+    params["evaluate"]["baselines"] = ["input", "sdedit_75"]
     params["diffusion"]["inference_steps"] = 4
     params["fdd"].update(iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2, log_every=1, sample_every=2,
                          eval_items=3, samples=0, lora_rank=2)
@@ -179,10 +179,6 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     if tweak is not None:
         tweak(params)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # and so nothing to report: stage `report` (whose inputs would be missing) is left out of this copy
-    pipeline = yaml.safe_load((dest / "dvc.yaml").read_text())
-    del pipeline["stages"]["report"]
-    (dest / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     env.pop("MLFLOW_TRACKING_URI", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):

@@ -29,13 +29,21 @@ def test_dvc_repro_runs_the_pipeline(smoke_repro):
     dest, env, out, _ = smoke_repro
     for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter",
                   "video_adapter", "loras@star", "loras@sketch", "metric_models@clip",
-                  "metric_models@xclip"):
+                  "metric_models@xclip", "fdd@full", "fdd_personal@star", "evaluate@full", "baselines@input",
+                  "baselines@sdedit_75", "report"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
     assert len(rows) == 24
     assert tables.read_table(tables.REJECTS, dest / "data/videos/rejects.parquet") == []
     assert (dest / "data/videos/samples/contact_sheet.png").stat().st_size > 0
     assert "videos" in _run(["dvc", "metrics", "show"], dest, env)
+    # a 10-step Llama, and still valid instructions (the scene grammar), so FDD and the evaluation have data
+    assert json.loads((dest / "metrics/instructions.json").read_text())["acceptance"] >= 0.9
+    fdd = json.loads((dest / "metrics/fdd/full.json").read_text())
+    assert fdd["steps"] == 2 and fdd["train_items"] > 0
+    evaluated = json.loads((dest / "metrics/evaluate/full.json").read_text())
+    assert evaluated["items"] == 3 and "gt.fidelity.changed.mean" in evaluated
+    assert "| EVE (FDD, full) |" in (dest / "report/tables.md").read_text()
     # MLflow: one run for the stage, tagged and with its artifacts, in the project's store
     client = MlflowClient(f"sqlite:///{dest}/mlflow.db")
     exp = client.get_experiment_by_name("eve-fdd-shapes")
@@ -135,5 +143,5 @@ def test_changing_a_param_reruns_only_what_reads_it(project):
     assert "Running stage" not in _run(["dvc", "repro"], dest, env)
     params["videos"]["count"] = 20
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert "Running stage 'videos'" in _run(["dvc", "repro"], dest, env)
+    assert "Running stage 'videos'" in _run(["dvc", "repro", "videos"], dest, env)  # (not what follows it: minutes)
     assert len(tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")) == 20

@@ -3,9 +3,8 @@ project's deployments served by `python -m flows.serve`, deployment runs started
 `prefect` CLI as a user would, DVC experiments and MLflow runs checked; the MLflow UI loaded in
 headless Chromium. Every process started here is stopped here.
 
-The project is the smoke-size copy after its `dvc repro` (tests/conftest.smoke_repro) whose instruction table is
-written from the world's own edits (a 10-step Llama writes none), so FDD and the evaluation
-have data points; everything else is what the stages make.
+The project is the smoke-size copy after its `dvc repro` (tests/conftest.smoke_repro): every table and
+model in it is what the stages made (its 10-step Llama writes valid instructions under the scene grammar).
 """
 
 from __future__ import annotations
@@ -22,12 +21,9 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from eve_fdd.data import tables
-
-from conftest import ROOT, sh, world_instructions
+from conftest import ROOT, sh
 
 pytestmark = pytest.mark.services
-TASKS = ("remove", "local", "background")
 SCREENSHOT = ROOT / ".cache" / "screenshots" / "mlflow-ui.png"
 
 
@@ -49,13 +45,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def project(smoke_repro):
-    import yaml
-
-    _, env, _, dest = smoke_repro  # after `dvc repro`: every stage but FDD's (no variant chosen yet) and the evaluation's
-    rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")
-    speed = yaml.safe_load((dest / "params.yaml").read_text())["world"]["speed"]
-    tables.write_table(tables.INSTRUCTIONS, world_instructions(rows, TASKS, speed), dest / "data/instructions/instructions.parquet")
-    sh(["dvc", "commit", "-f", "instructions"], dest, env)
+    _, env, _, dest = smoke_repro  # after `dvc repro`: FDD `full`; the ablations here train and evaluate `no_align`
     for cmd in (["git", "config", "user.email", "test@example.com"], ["git", "config", "user.name", "test"],
                 ["git", "add", "-A"], ["git", "commit", "-qm", "baseline"]):
         sh(cmd, dest, env)
