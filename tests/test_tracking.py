@@ -23,7 +23,13 @@ def test_stage_run_logs_params_tags_metrics_artifacts(cfg, tmp_path, root):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     r = client.get_run(run.id)
     assert r.info.status == "FINISHED" and r.info.run_name == "videos"
-    assert client.get_experiment(r.info.experiment_id).name == "eve-fdd-shapes"
+    exp = client.get_experiment(r.info.experiment_id)
+    assert exp.name == "eve-fdd-shapes"
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on runs, not GenAI traces
+    client.delete_experiment_tag(exp.experiment_id, "mlflow.experimentKind")  # a store made before the kind was set
+    with tracking.stage_run(cfg, "videos", ("profile",), root=root):
+        pass
+    assert client.get_experiment(exp.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert r.data.params["videos.count"] == "5" and r.data.params["world.size"] == "32"
     assert r.data.params["world.speed"] == "[0.02, 0.06]" and r.data.params["profile"] == "shapes"
     assert r.data.metrics == {"videos": 5.0, "rejected": 1.0}

@@ -135,16 +135,25 @@ def _store_lock(uri: str) -> FileLock | nullcontext:
     return FileLock(uri[len(prefix):] + ".lock") if uri.startswith(prefix) else nullcontext()
 
 
+# MLflow 3's UI opens an experiment by its kind; without this tag it guesses GenAI (traces and
+# evaluation runs) for ours. A model-training experiment opens on its runs, metrics and artifacts.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _ensure_experiment(name: str, root: Path) -> str:
-    """The experiment's id, created (artifacts under `root/mlruns/<name>`) if it is new; under
-    the store's lock, so concurrent first runs make the store and the experiment once."""
+    """The experiment's id, created (artifacts under `root/mlruns/<name>`, tagged as a
+    model-training experiment) if it is new; under the store's lock, so concurrent first runs
+    make the store and the experiment once. An older experiment without the kind gets it."""
     with _store_lock(mlflow.get_tracking_uri()):
         client = MlflowClient()
         exp = client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        artifacts = (root / "mlruns" / name).resolve().as_uri()
-        return client.create_experiment(name, artifact_location=artifacts)
+        if exp is None:
+            artifacts = (root / "mlruns" / name).resolve().as_uri()
+            return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+        for key, value in EXPERIMENT_KIND.items():
+            if exp.tags.get(key) != value:
+                client.set_experiment_tag(exp.experiment_id, key, value)
+        return exp.experiment_id
 
 
 @contextmanager
