@@ -54,7 +54,9 @@ UI_PORT ?= 5000
 serve: setup
 	python -m flows.serve --port $(PREFECT_PORT)
 
+# MLflow 3 opens on its GenAI views unless told otherwise: the printed link opens the model-training ones
 ui: setup
+	@echo "MLflow UI: http://127.0.0.1:$(UI_PORT)/#/experiments?workflowType=machine_learning"
 	mlflow ui --host 127.0.0.1 --port $(UI_PORT) --backend-store-uri sqlite:///$(abspath mlflow.db) --workers 1
 
 clean-data:

@@ -184,6 +184,9 @@ def test_mlflow_ui_shows_the_ablation_runs_in_a_browser(served, tmp_path):
                 assert time.monotonic() < deadline and ui.poll() is None, "MLflow UI did not start"
                 time.sleep(0.5)
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        # the link `make ui` prints: the model-training views, the experiment opening on its runs (not GenAI traces)
+        driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}?workflowType=machine_learning")
+        WebDriverWait(driver, 60).until(lambda d: "/runs" in d.current_url and parent.info.run_name in d.page_source)
         driver.get(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs/{parent.info.run_id}")
         metric = "evaluate.gt.fidelity.changed.mean"
         WebDriverWait(driver, 60).until(lambda d: parent.info.run_name in d.page_source and metric in d.page_source)

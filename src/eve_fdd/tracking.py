@@ -135,8 +135,10 @@ def _store_lock(uri: str) -> FileLock | nullcontext:
     return FileLock(uri[len(prefix):] + ".lock") if uri.startswith(prefix) else nullcontext()
 
 
-# MLflow 3's UI opens an experiment by its kind; without this tag it guesses GenAI (traces and
-# evaluation runs) for ours. A model-training experiment opens on its runs, metrics and artifacts.
+# What the experiment is, for MLflow 3 (its kinds: genai_development, custom_model_development, ...).
+# MLflow 3.17's UI still opens on its GenAI views (traces, evaluation runs) until the browser is
+# switched to "Model training" once, or the link carries `?workflowType=machine_learning` (make ui
+# prints one); then an experiment opens on its runs, metrics and artifacts.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
