@@ -2,13 +2,14 @@
 
 For each request (a caption and a task, plus a subject or style for those sets) the model
 answers in JSON under a grammar: on Shapes one built from the request's scene (llm/gbnf.py:
-only valid instructions, each with the caption it makes), else the JSON schema's. Every answer is validated (JSON, schema, task,
-non-empty, printable, length, output caption different from the input; on Shapes also the
-instruction parsed against the scene and the output caption checked against the edited
-scene). A failed answer is retried with a new seed up to `max_attempts`, then the request is
-recorded as rejected with the reason; every failed attempt is also kept as a reject row.
-Completions are cached by (caption, task, concept, prompt version, model hash, sampling,
-seed), so a rerun reads them back instead of calling the model.
+only valid instructions, each with the caption it makes), else the JSON schema's. Every
+answer is validated (JSON, schema, task, non-empty, printable, length, output caption
+different from the input; on Shapes also the instruction parsed against the scene and the
+output caption checked against the edited scene). A failed answer is retried with a new seed
+up to `max_attempts`, then the request is recorded as rejected with the reason; every failed
+attempt is also kept as a reject row. Completions are cached by (caption, task, concept,
+prompt version, model hash, sampling, seed, the scene grammar's digest), so a rerun reads
+them back instead of calling the model.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class Writer:
         raises Rejection("not_applicable") when the scene has no valid edit of the task."""
         if request.scene is None or self.scene_grammar == "json":
             return self.grammar, None
-        key = (request.row_id, request.caption)
+        key = (request.caption, request.task, request.concept)  # a Shapes caption names all a valid edit depends on
         if key not in self._scene_grammars:
             from llama_cpp import LlamaGrammar
 
