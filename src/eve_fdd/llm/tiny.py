@@ -79,7 +79,7 @@ class TinyLlamaConfig(BaseModel):
     heads: int = Field(4, ge=1, description="attention heads (no grouped-query attention)")
     intermediate_size: int = Field(352, ge=8, description="SwiGLU feed-forward width")
     max_positions: int = Field(512, ge=16, description="context length; every conversation must fit")
-    steps: int = Field(4800, ge=0, description="optimizer steps")
+    steps: int = Field(600, ge=0, description="optimizer steps")
     batch_size: int = Field(16, ge=1, description="conversations per step")
     prompt_groups: int = Field(
         2, ge=1, description="distinct shared prompt prefixes (system + few-shot turns) per step; each runs once per step"
