@@ -116,11 +116,16 @@ def unknown_words(tokenizer: Any, text: str) -> list[str]:
 EVAL_CHUNK = 8  # held-out data points edited per batch by stage fdd (stage evaluate's batch_size must match to reuse its edits)
 
 
+def eval_noise_seed(seed: int) -> int:
+    """The generator seed of the held-out edits, stage fdd's (fdd.seed) and evaluate's (evaluate.seed) alike."""
+    return seed * 7919 + 5
+
+
 def eval_key(cfg: Config, row_ids: list[str], seed: int, chunk: int) -> dict[str, Any]:
     """What fixes a student's held-out edits beyond its weights: the data points, the noise
     (seed and batching: the generator draws per batch) and the inference settings. Stage fdd
     saves its edits with this key; stage evaluate reuses them when its own key is equal."""
-    return {"row_ids": list(row_ids), "noise_seed": seed * 7919 + 5, "chunk": chunk, "inference_steps": cfg.diffusion.inference_steps,
+    return {"row_ids": list(row_ids), "noise_seed": eval_noise_seed(seed), "chunk": chunk, "inference_steps": cfg.diffusion.inference_steps,
             "teacher_guidance": cfg.fdd.teacher_guidance, "inference_guidance": cfg.fdd.inference_guidance,
             "mixed_precision": cfg.fdd.mixed_precision, "clip_frames": cfg.clip_frames}
 

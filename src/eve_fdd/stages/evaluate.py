@@ -38,7 +38,7 @@ from ..data.video import contact_sheet, display_scale
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill.batch import EditBatch
 from ..distill.data import Clips, FddItems, data_fn, ground_truth, has_ground_truth, load_items
-from ..distill.editor import eval_key, load_editor, saved_edits
+from ..distill.editor import eval_key, eval_noise_seed, load_editor, saved_edits
 from ..distill.teachers import ConceptTeacher, EditTeacher
 from ..evaluate import per_task_means
 from ..evaluate.baselines import edit_frames, sdedit
@@ -196,7 +196,7 @@ def edit_items(cfg: Config, method: str, dirs: Dirs, items: FddItems, placement:
 
     edit, backbone = method_editor(cfg, method, dirs, placement)
     load = data_fn(items, backbone.encode_text, backbone.space)
-    g = torch.Generator().manual_seed(cfg.evaluate.seed * 7919 + 5)  # stage fdd's evaluation draws the same noise
+    g = torch.Generator().manual_seed(eval_noise_seed(cfg.evaluate.seed))  # stage fdd's evaluation draws the same noise
     size = cfg.evaluate.batch_size
     chunks = [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
     edited = []

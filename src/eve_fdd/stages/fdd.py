@@ -31,7 +31,7 @@ from ..data.video import contact_sheet, display_scale, write_gif
 from ..diffusion import NoiseSchedule, inference_timesteps, make_scheduler
 from ..distill import variants
 from ..distill.data import FddItems, data_fn, ground_truth, has_ground_truth, load_items
-from ..distill.editor import EVAL_CHUNK, VideoEditor, eval_key, save_edits
+from ..distill.editor import EVAL_CHUNK, VideoEditor, eval_key, eval_noise_seed, save_edits
 from ..distill.fdd import FDD
 from ..distill.pool import TeacherPool
 from ..distill.run import ProgressSamples, RunSettings, discriminators, timestep_plot, train_fdd
@@ -51,6 +51,7 @@ STAGE = "fdd"
 PARAMS = ("profile", "seed", "world", "videos.fps", "videos.ingest.frames", "videos.ingest.size", "diffusion",
           *(f"fdd.{k}" for k in FddConfig.model_fields if k != "variants"))
 LORA = "fdd"
+
 
 def checkpoints_for(variant: str) -> Path:
     return Path("data/checkpoints/fdd") / variant
@@ -169,7 +170,7 @@ def evaluate(student: Student, edit_teacher: EditTeacher, backbone: Any, schedul
     timesteps = inference_timesteps(scheduler, cfg.diffusion.inference_steps)  # T, as K-bin trains for
     editor = VideoEditor(student, edit_teacher, backbone, timesteps, cfg.clip_frames, backbone.frame_size, placement or Placement())
     load = data_fn(items, backbone.encode_text, backbone.space)
-    g = torch.Generator().manual_seed(cfg.fdd.seed * 7919 + 5)
+    g = torch.Generator().manual_seed(eval_noise_seed(cfg.fdd.seed))
     truth_known = has_ground_truth(items)
     w = cfg.world
     edited = []
