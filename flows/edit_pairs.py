@@ -23,17 +23,25 @@ def make_shard(cfg: Config, indices: range) -> tuple[list[dict], list[dict]]:
     return edit_pairs.make_pairs(cfg, indices)
 
 
+@task(name="ingest-edit-pairs", retries=1)
+def ingest(cfg: Config) -> tuple[list[dict], list[dict], dict[str, int]]:
+    return edit_pairs.ingest_pairs(cfg)
+
+
 @flow(name="edit_pairs", log_prints=True)
 def edit_pairs_flow(params: str = "params.yaml") -> dict[str, float]:
     cfg = load_config(params)
     with tracking.stage_run(cfg, edit_pairs.STAGE, edit_pairs.PARAMS, env=os.environ) as run:
-        futures = [make_shard.submit(cfg, r) for r in shards(cfg.edit_pairs.count, cfg.edit_pairs.shard_size)]
-        rows, rejects = [], []
-        for f in tqdm(futures, desc="edit pair shards", unit="shard"):
-            got, bad = f.result()
-            rows += got
-            rejects += bad
-        out = edit_pairs.write_outputs(cfg, rows, rejects, OUT_DIR)
+        if cfg.profile == "shapes":
+            futures = [make_shard.submit(cfg, r) for r in shards(cfg.edit_pairs.count, cfg.edit_pairs.shard_size)]
+            rows, rejects, counts = [], [], {}
+            for f in tqdm(futures, desc="edit pair shards", unit="shard"):
+                got, bad = f.result()
+                rows += got
+                rejects += bad
+        else:
+            rows, rejects, counts = ingest(cfg)
+        out = edit_pairs.write_outputs(cfg, rows, rejects, OUT_DIR, counts)
         tracking.write_metrics(out.metrics, METRICS)
         run.log_metrics(out.metrics)
         run.log_artifacts(out.samples, "samples")

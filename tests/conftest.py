@@ -80,6 +80,44 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     return root
 
 
+class Killed(Exception):
+    """A training stage stopped mid-run (as by `kill -9` between two checkpoints)."""
+
+
+# what may differ between an uninterrupted run and a resumed one: where it started, its timing and
+# how many texts this run encoded (FDD's cache of encoded captions)
+RUN_ONLY = {"resumed_from", "train_seconds", "samples_per_second", "text.encoded"}
+
+
+def assert_a_killed_run_resumes_exactly(build, root: Path, kill_at: int, checkpoint: int):
+    """`build(root, on_log)` runs a training stage with its outputs and checkpoints under `root`.
+    One run goes through; another is killed at step `kill_at` (after its `checkpoint`) and run
+    again, as `dvc repro` would: it must resume from that checkpoint and end with the same
+    weights, checkpoints and metrics, bit for bit (float32). Returns both runs' outputs."""
+    import torch
+    from safetensors.torch import load_file
+
+    whole = build(root / "whole", None)
+
+    def kill(row):
+        if row["step"] == kill_at:
+            raise Killed(kill_at)
+
+    with pytest.raises(Killed):
+        build(root / "killed", kill)
+    resumed = build(root / "killed", None)
+    assert resumed.metrics["resumed_from"] == checkpoint and whole.metrics["resumed_from"] == 0
+    files = sorted(p.relative_to(root / "whole") for p in (root / "whole").rglob("*.safetensors"))
+    assert files and files == sorted(p.relative_to(root / "killed") for p in (root / "killed").rglob("*.safetensors"))
+    for rel in files:
+        a, b = load_file(root / "whole" / rel), load_file(root / "killed" / rel)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{rel} differs after the resume"
+    same = lambda a, b: a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # noqa: E731 (nan == nan)
+    differ = {k for k in whole.metrics if k not in RUN_ONLY and not same(whole.metrics[k], resumed.metrics.get(k))}
+    assert not differ, {k: (whole.metrics[k], resumed.metrics.get(k)) for k in sorted(differ)}
+    return whole, resumed
+
+
 def world_instructions(video_rows: list[dict], tasks, speed) -> list[dict]:
     """Instruction-table rows written from the world's own edits of each video's scene (what
     a perfect instruction writer would give; one row rejected, as a real run has some)."""

@@ -174,6 +174,53 @@ def _clips(root: Path) -> Path:
     return root
 
 
+EDIT_PAIRS = (  # (input clip, frame, instruction, output caption, task or "" for the rule)
+    ("red_right.mp4", 0, "make the background orange", "a red square on an orange background", "background"),
+    ("green_down.mp4", 3, "remove the square", "an empty white background", ""),
+    ("yellow_left.mp4", 5, "make the background orange", "a yellow rectangle on an orange background", ""),
+    ("blue_up.mp4", 2, "turn the square red", "a red square on a gray background", "local"),
+    ("red_right.mp4", 7, "remove the square", "an empty blue background", "remove"),
+    ("green_down.mp4", 9, "turn the square red", "a red square on a white background", ""),
+    ("yellow_left.mp4", 1, "remove the rectangle", "an empty black background", ""),
+    ("blue_up.mp4", 6, "make the background orange", "a blue square on an orange background", "background"),
+)
+
+
+def _edited(clip: tuple, frame: np.ndarray, instruction: str) -> np.ndarray:
+    """The frame as the instruction leaves it: every background pixel orange, the square red,
+    or the square gone (its pixels the background's colour)."""
+    _, colour, background, _, _ = clip
+    square = np.all(frame == colour, axis=-1)
+    out = frame.copy()
+    if "background" in instruction:
+        out[~square] = (240, 140, 30)
+    elif "red" in instruction:
+        out[square] = (220, 30, 30)
+    else:
+        out[square] = background
+    return out
+
+
+def edit_pair_folder(root: Path, size: int = 32) -> Path:
+    """An image-edit dataset in the folder layout stage `edit_pairs` ingests at full scale
+    (raw/edit_pairs/README.md): frames of the tiny clips and their edits as PNGs, pairs.jsonl
+    with input/output captions, the task given on some rows and left to the rule on others."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    clips = {c[0]: c for c in CLIPS}
+    with (root / "pairs.jsonl").open("w") as index:
+        for i, (file, f, instruction, output, task) in enumerate(EDIT_PAIRS):
+            clip = clips[file]
+            frame = _clip_frames(clip[1], clip[2], clip[3], height=size, width=size)[f]
+            Image.fromarray(frame).save(root / f"in-{i}.png")
+            Image.fromarray(_edited(clip, frame, instruction)).save(root / f"out-{i}.png")
+            row = dict(input_image=f"in-{i}.png", edited_image=f"out-{i}.png", instruction=instruction,
+                       input_caption=clip[-1], output_caption=output, task=task)
+            index.write(json.dumps(row) + "\n")
+    return root
+
+
 def build_tiny_full(root: Path, frame_size: int = 32, seed: int = 0) -> dict[str, Path]:
     """Write the full profile's models (tiny, random, of the real classes) and a clip folder
     under `root`; returns their paths: backbone (SD 1.5 pipeline layout), controlnet, motion,
@@ -285,7 +332,11 @@ def full_smoke_params(params: dict, models: dict[str, Path], gguf: Path, concept
     p["instructions"].update(max_attempts=2, shard_size=40, subjects=[], styles=[concept], subject_style_count=3)
     p["diffusion"].update(prediction_type="epsilon", zero_terminal_snr=False, inference_steps=4)
     p["models"]["backbone"]["pretrained"] = str(models["backbone"])
-    p["edit_adapter"]["pretrained"] = str(models["controlnet"])
+    # the edit adapter trains on a tiny image-edit dataset in raw/edit_pairs (edit_pair_folder), in latent space
+    p["edit_pairs"].update(test_fraction=0.4, samples=2)
+    p["edit_pairs"]["ingest"].update(source="raw/edit_pairs", size=32)
+    p["edit_adapter"].update(pretrained="", conditioning_channels=[16, 32], batch_size=2, eval_pairs=3, eval_steps=2, samples=2)
+    p["edit_adapter"]["train"].update(steps=3, checkpoint_every=2, log_every=1, warmup_steps=0)
     p["video_adapter"]["pretrained"] = str(models["motion"])
     p["loras"].update(concepts=[concept], pretrained={concept: str(models["lora"])})
     p["metric_models"].update(clip=str(models["clip"]), pick=str(models["pick"]), pick_processor=str(models["pick"]),

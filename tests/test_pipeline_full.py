@@ -20,7 +20,7 @@ import yaml
 from eve_fdd.data import tables
 
 from conftest import ROOT, sh
-from full_profile import build_tiny_full, full_smoke_params, tiny_full_gguf, tiny_lora
+from full_profile import build_tiny_full, edit_pair_folder, full_smoke_params, tiny_full_gguf, tiny_lora
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +42,7 @@ def full_repro(tmp_path_factory, prefect_api):
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
     shutil.copytree(models["clips"], dest / "raw" / "clips", dirs_exist_ok=True)
+    edit_pair_folder(dest / "raw" / "edit_pairs")
     params = full_smoke_params(yaml.safe_load((ROOT / "params.yaml").read_text()), models, gguf)
     params["evaluate"]["baselines"] = ["sdedit_75"]
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -63,7 +64,9 @@ def test_every_stage_runs_on_the_full_profile(full_repro):
     rejects = tables.read_table(tables.REJECTS, dest / "data/videos/rejects.parquet")
     assert len(videos) == 4 and [r["item"].endswith("broken.mp4") for r in rejects] == [True]  # a counted reject, named
     assert json.loads((dest / "metrics/videos.json").read_text())["rejected"] == 1
-    assert json.loads((dest / "metrics/edit_pairs.json").read_text())["pretrained_edit_adapter"] == 1
+    pairs = json.loads((dest / "metrics/edit_pairs.json").read_text())
+    assert pairs["pairs"] == 8 and pairs["pretrained_edit_adapter"] == 0  # ingested from raw/edit_pairs
+    assert json.loads((dest / "metrics/edit_adapter.json").read_text())["steps"] == 3  # trained on them, not resolved
     text = (dest / "report/tables.md").read_text()
     assert "Full profile" in text and "PickScore" in text and "changed err" not in text
 

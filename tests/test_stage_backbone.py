@@ -14,6 +14,8 @@ from eve_fdd.stages import backbone
 from eve_fdd.train import backbone as tb
 from eve_fdd.world import caption
 
+from conftest import assert_a_killed_run_resumes_exactly
+
 CFG = Config(
     models={"backbone": {"tiny": {"block_out_channels": [8, 16], "norm_num_groups": 4, "attention_heads": 2,
                                   "text_hidden_size": 16, "text_layers": 1, "text_heads": 2}}},
@@ -55,6 +57,8 @@ def test_build_trains_saves_and_checks(tmp_path):
     assert out.metrics["steps"] == 4 and out.metrics["resumed_from"] == 0
     again = backbone.build(CFG, tmp_path / "out2", tmp_path / "ckpt", progress=False)  # same params: nothing left to train
     assert again.metrics["resumed_from"] == 4 and again.metrics["steps"] == 4
+    assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: backbone.build(CFG, run / "out", run / "ckpt", progress=False, on_log=on_log), tmp_path / "resume", 3, 2)
     info = json.loads((tmp_path / "out/model.json").read_text())
     loaded = load_backbone(info["path"])
     assert sum(p.numel() for p in loaded.unet.parameters()) == out.metrics["params_unet"]

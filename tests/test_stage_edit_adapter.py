@@ -16,7 +16,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import edit_adapter, edit_pairs
 from eve_fdd.train import edit_adapter as te
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, assert_a_killed_run_resumes_exactly
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -59,14 +59,14 @@ def test_only_the_controlnet_gets_gradients(inputs):
     assert net.class_embedding.weight.grad is not None and net.controlnet_cond_embedding.conv_in.weight.grad is not None
 
 
-def test_build_trains_resumes_saves_and_checks(inputs, tmp_path):
+def test_build_trains_resumes_exactly_saves_and_checks(inputs, tmp_path):
     from diffusers import ControlNetModel
 
     root, pairs = inputs
-    out = edit_adapter.build(CFG, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert out.metrics["steps"] == 3 and out.metrics["resumed_from"] == 0
-    again = edit_adapter.build(CFG, pairs, root, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert again.metrics["resumed_from"] == 3  # same params, same backbone and pairs: nothing left to train
+    out, _ = assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: edit_adapter.build(CFG, pairs, root, run / "out", run / "ckpt", progress=False, on_log=on_log), tmp_path, 2, 2)
+    assert out.metrics["steps"] == 3
+    tmp_path = tmp_path / "whole"
     loaded = ControlNetModel.from_pretrained(trained_path(tmp_path / "out"))
     assert loaded.config.num_class_embeds == len(TASK_LABELS)
     for task in ("add", "remove", "background", "texture", "local", "style", "global"):

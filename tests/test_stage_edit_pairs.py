@@ -61,12 +61,15 @@ def test_a_task_that_does_not_apply_is_a_reject_row_with_its_reason():
     assert all(r["reason"] == "not_applicable" and "'remove' does not apply" in r["detail"] for r in rejects)
 
 
-def test_full_profile_writes_no_pairs_and_says_the_edit_adapter_is_pretrained(tmp_path):
-    from eve_fdd.data import tables
-    from eve_fdd.stages.edit_pairs import write_outputs
+def test_full_profile_without_a_dataset_writes_no_pairs_and_says_the_edit_adapter_is_pretrained(tmp_path):
+    from pathlib import Path
 
-    cfg = Config(profile="full")
-    assert make_pairs(cfg, range(3)) == ([], [])
-    out = write_outputs(cfg, [], [], tmp_path)
+    from eve_fdd.data import tables
+
+    root = Path(__file__).resolve().parents[1]  # the repository's raw/edit_pairs/: only its README
+    cfg = Config(profile="full", edit_pairs={"ingest": {"source": str(root / "raw" / "edit_pairs")}})
+    with pytest.raises(ValueError, match="ingests"):
+        make_pairs(cfg, range(3))
+    out = edit_pairs.run(cfg, tmp_path)
     assert out.metrics["pairs"] == 0 and out.metrics["pretrained_edit_adapter"] == 1
     assert tables.read_table(tables.EDIT_PAIRS, out.pairs) == []

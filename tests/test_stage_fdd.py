@@ -13,7 +13,7 @@ from eve_fdd.data import tables
 from eve_fdd.distill.data import ground_truth, load_items
 from eve_fdd.stages import fdd
 
-from conftest import ROOT, TINY_BACKBONE, fdd_inputs
+from conftest import ROOT, TINY_BACKBONE, assert_a_killed_run_resumes_exactly, fdd_inputs
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -34,6 +34,19 @@ def inputs(tiny_backbone_dir, tmp_path_factory):
 def _build(inputs, tmp_path, variant, cfg=CFG):
     return fdd.build(cfg, variant, inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
                      inputs["video_dir"], tmp_path / variant, tmp_path / "ckpt" / variant, progress=False)
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_and_pool(inputs, tmp_path):
+    """Killed after its step-2 checkpoint, with the teacher pool refreshed since and the
+    discriminators on at step 3: the rerun ends with the same student, discriminators, pool and
+    scores, bit for bit (the pool is checkpointed with the weights)."""
+    cheap = CFG.model_copy(update={"fdd": CFG.fdd.model_copy(update={"eval_items": 1, "samples": 0, "sample_every": 0})})
+    assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: fdd.build(cheap, "full", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                                      inputs["video_dir"], run / "full", run / "ckpt", progress=False, on_log=on_log), tmp_path, 3, 2)
+    from safetensors.torch import load_file
+
+    assert {"edit_real", "video_real", "items", "batch.first"} <= set(load_file(tmp_path / "killed/ckpt/checkpoints/step-000002/extra.safetensors"))
 
 
 def test_items_are_accepted_rows_of_the_split_and_the_ground_truth_is_the_edited_scene(inputs):

@@ -20,7 +20,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import fdd_personal, videos
 from eve_fdd.world import EditSpec, Scene, apply_edit, caption, instruction
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, assert_a_killed_run_resumes_exactly
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -115,6 +115,10 @@ def test_the_stage_trains_the_new_lora_only_and_scores_three_settings(inputs, tm
     assert sorted(p.name for p in (tmp_path / "star" / "progress").iterdir()) == ["step-000000.gif", "step-000002.gif"]
     assert (tmp_path / "star" / "timesteps.png") in out.artifacts
     assert _build(inputs, tmp_path).metrics["resumed_from"] == 3  # rerun resumes, trains nothing
+    # killed after its step-2 checkpoint: the pool and every weight as the uninterrupted run's, bit for bit
+    assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: fdd_personal.build(CFG, "star", inputs["instructions"], inputs["videos"], inputs["backbone_dir"], inputs["edit_dir"],
+                                               inputs["lora_dir"], run / "star", run / "ckpt", progress=False, on_log=on_log), tmp_path / "resume", 2, 2)
 
 
 def test_the_teachers_read_the_concept_word_as_stage_loras_learned_it(inputs):

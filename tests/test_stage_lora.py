@@ -18,7 +18,7 @@ from eve_fdd.stages import lora
 from eve_fdd.train import lora as tl
 from eve_fdd.world import caption
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, assert_a_killed_run_resumes_exactly
 
 CFG = Config(
     models={"backbone": {"tiny": TINY_BACKBONE}},
@@ -75,10 +75,10 @@ def test_style_classifier_learns_from_renders():
 
 
 def test_build_trains_only_the_lora_resumes_saves_and_checks(backbone_dir, tmp_path):
-    out = lora.build(CFG, "star", backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert out.metrics["steps"] == 3 and out.metrics["resumed_from"] == 0 and out.metrics["params_lora"] > 0
-    again = lora.build(CFG, "star", backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert again.metrics["resumed_from"] == 3
+    out, _ = assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: lora.build(CFG, "star", backbone_dir, run / "out", run / "ckpt", progress=False, on_log=on_log), tmp_path, 2, 2)
+    assert out.metrics["steps"] == 3 and out.metrics["params_lora"] > 0
+    tmp_path = tmp_path / "whole"
     # the checkpoint holds the LoRA and the concept word's embedding only: the backbone stayed frozen
     from safetensors.torch import load_file
 

@@ -16,7 +16,7 @@ from eve_fdd.models.registry import trained_path
 from eve_fdd.stages import video_adapter
 from eve_fdd.train import video_adapter as tv
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, assert_a_killed_run_resumes_exactly
 
 CFG = Config(
     world={"frames": 4, "size": 16},
@@ -64,11 +64,11 @@ def test_only_the_temporal_layers_get_gradients_and_frame_0_has_no_loss():
     assert x0.grad[:, :, 1:].abs().sum() > 0  # frame 0 is a condition, not a target
 
 
-def test_build_trains_resumes_saves_and_checks(backbone_dir, tmp_path):
-    out = video_adapter.build(CFG, backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert out.metrics["steps"] == 3 and out.metrics["resumed_from"] == 0
-    again = video_adapter.build(CFG, backbone_dir, tmp_path / "out", tmp_path / "ckpt", progress=False)
-    assert again.metrics["resumed_from"] == 3
+def test_build_trains_resumes_exactly_saves_and_checks(backbone_dir, tmp_path):
+    out, _ = assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: video_adapter.build(CFG, backbone_dir, run / "out", run / "ckpt", progress=False, on_log=on_log), tmp_path, 2, 2)
+    assert out.metrics["steps"] == 3
+    tmp_path = tmp_path / "whole"
     backbone = load_backbone(trained_path(backbone_dir))
     model = load_video_adapter(backbone.unet, trained_path(tmp_path / "out"))
     assert sum(p.numel() for p in motion_parameters(model)) == out.metrics["params_motion"]

@@ -65,11 +65,68 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, ema):
     assert res.resumed_from == 6 and res.step == 12
     assert [r["step"] for r in res.curve] == list(range(12))  # the curve continues
     for k, v in _state(full).items():
-        assert torch.allclose(_state(again)[k], v, atol=1e-6), k
+        assert torch.equal(_state(again)[k], v), k  # bit-identical in float32
     # nothing left to do: a rerun loads the final checkpoint and trains no step
     calls = []
     done = train(_model(), lambda i, g: calls.append(i), cfg, tmp_path / "cut", progress=False)
     assert done.step == 12 and not calls
+
+
+class _Buffer:
+    """State a run carries between steps (as FDD's teacher pool does): each step replaces one
+    slot with a fresh draw, and the loss reads the whole buffer."""
+
+    def __init__(self):
+        self.values = torch.zeros(4)
+
+    def state_dict(self):
+        return {"values": self.values}
+
+    def load_state_dict(self, state):
+        self.values = state["values"].clone()
+
+
+def test_a_killed_run_with_dropout_and_carried_state_resumes_bit_identically(tmp_path):
+    """What resume must restore beyond the weights: torch's global generator (dropout here,
+    which takes no generator) and the run's carried state (`state=`), so a run killed between
+    checkpoints ends with the uninterrupted run's weights, bit for bit."""
+
+    def run(out, kill_at=None):
+        torch.manual_seed(123)  # each "process" starts from another global generator state
+        torch.rand(kill_at or 1)
+        m = _model()
+        m["head"].insert(1, torch.nn.Dropout(0.3))
+        buf = _Buffer()
+        base = _step_fn(m)
+
+        def step(i, gen):
+            buf.values[i % 4] = torch.rand(())  # the global generator, reseeded per step by the loop
+            loss, logs = base(i, gen)
+            if kill_at is not None and i == kill_at:
+                raise KeyboardInterrupt  # killed mid-run, after the step-4 checkpoint
+            return loss + buf.values.sum() * 1e-2, logs
+
+        res = train(m, step, CFG, out, progress=False, state=buf)
+        return res, _state(m), buf
+
+    whole, weights, buf = run(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at=6)
+    assert latest_checkpoint(tmp_path / "killed").name == "step-000004"
+    assert set(load_file(tmp_path / "killed/checkpoints/step-000004/extra.safetensors")) == {"values"}
+    resumed, again, buf_again = run(tmp_path / "killed")
+    assert resumed.resumed_from == 4 and resumed.step == 12
+    assert all(torch.equal(again[k], v) for k, v in weights.items())
+    assert torch.equal(buf.values, buf_again.values)
+    assert [r["loss"] for r in resumed.curve] == [r["loss"] for r in whole.curve]
+
+
+def test_a_checkpoint_without_the_runs_carried_state_is_refused(tmp_path):
+    m = _model()
+    train(m, _step_fn(m), CFG.model_copy(update={"steps": 4}), tmp_path, progress=False)
+    m = _model()
+    with pytest.raises(ValueError, match="extra.safetensors"):
+        train(m, _step_fn(m), CFG, tmp_path, progress=False, state=_Buffer())
 
 
 def test_learning_rate_warms_up_then_stays_or_decays_to_a_tenth():

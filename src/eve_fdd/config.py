@@ -112,14 +112,30 @@ class InstructionsConfig(Section):
     subject_style_count: int = Field(64, ge=1, description="input captions per subject and per style (paper: 1,000)")
 
 
-class EditPairsConfig(Section):
-    """Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter, the
-    stand-in for Emu Edit's data. Single images only: never edited videos."""
+class EditIngestConfig(Section):
+    """The full profile's `edit_pairs` stage: an image-edit dataset in InstructPix2Pix's layout
+    (data/edit_ingest.py): Hugging Face parquet files, or a folder of images + pairs.jsonl/csv."""
 
-    count: int = Field(2800, ge=1, description="pairs, spread evenly over the seven tasks")
-    test_fraction: float = Field(0.1, ge=0, lt=1)
-    shard_size: int = Field(700, ge=1, description="pairs per Prefect task")
+    source: str = Field("raw/edit_pairs", description="a .parquet file or a folder (a DVC dependency); a folder with nothing "
+                        "but README/dotfiles in it means no dataset: the edit adapter stays the pretrained one")
+    layout: Literal["auto", "parquet", "folder"] = Field(
+        "auto", description="parquet: instructpix2pix-clip-filtered's columns; folder: images + an index file; "
+        "auto: parquet when source is a .parquet file or a folder holding *.parquet, else folder")
+    index: str = Field("", description="folder layout: the index file in source (pairs.jsonl or pairs.csv); '' = whichever exists")
+    size: int = Field(512, ge=8, description="images are resized and centre-cropped to size x size")
+    limit: int = Field(0, ge=0, description="read at most this many source rows (0 = all); every pair is held in memory")
+
+
+class EditPairsConfig(Section):
+    """Stage `edit_pairs`: supervised image-edit pairs for the edit adapter. Shapes: the
+    stand-in for Emu Edit's data, rendered; full: an image-edit dataset ingested (`ingest`).
+    Single images only: never edited videos."""
+
+    count: int = Field(2800, ge=1, description="Shapes: pairs, spread evenly over the seven tasks")
+    test_fraction: float = Field(0.1, ge=0, lt=1, description="share of pairs held out (by a hash of the pair id)")
+    shard_size: int = Field(700, ge=1, description="Shapes: pairs per Prefect task")
     samples: int = Field(14, ge=0, description="pairs on the contact sheet logged to MLflow")
+    ingest: EditIngestConfig = EditIngestConfig()
 
 
 class DiffusionConfig(Section):
@@ -212,12 +228,17 @@ class BackboneStageConfig(Section):
 
 class EditAdapterStageConfig(Section):
     """Stage `edit_adapter`: train the ControlNet on `edit_pairs` over the frozen backbone and
-    check it per task against the ground-truth edits (full: resolve a pretrained ControlNet)."""
+    check it per task against the held-out pairs (or resolve given weights: `pretrained`)."""
 
-    pretrained: str = Field("", description="full profile: hub id or local directory of a ControlNetModel (e.g. an instruct-pix2pix ControlNet)")
+    pretrained: str = Field("", description="full profile: hub id or local directory of a ControlNetModel to use as it is "
+                            "instead of training one (e.g. an instruct-pix2pix ControlNet); '' = train on edit_pairs (Shapes always does)")
+    init: str = Field("", description="hub id or local directory of a ControlNetModel to start training from (its "
+                      "condition encoder and blocks; the task embedding is new); '' = copy the backbone's down/mid blocks")
     train: TrainConfig = TrainConfig(steps=1000, lr=5e-4, warmup_steps=50, checkpoint_every=500, log_every=25, ema_decay=0.998, mixed_precision="auto")
     batch_size: int = Field(32, ge=1)
-    conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry after the first halves the condition image (pixel space: one)")
+    conditioning_channels: tuple[int, ...] = Field((16,), min_length=1, description="ControlNet condition encoder widths; each entry "
+                                                   "after the first halves the condition image: one per halving the VAE does, plus one "
+                                                   "(pixel space: [16]; SD 1.5's x8 latents: [16, 32, 96, 256])")
     text_dropout: float = Field(0.1, ge=0, lt=1, description="share of pairs trained with both texts empty (enables classifier-free guidance)")
     guidance_scale: float = Field(1.0, ge=1, description="classifier-free guidance on the texts in the check's samples; 1 = off")
     eval_pairs: int = Field(280, ge=1, description="held-out pairs sampled in the check (at most the test split)")
@@ -227,9 +248,13 @@ class EditAdapterStageConfig(Section):
 
 class VideoAdapterStageConfig(Section):
     """Stage `video_adapter`: train the temporal layers over the frozen backbone on clips,
-    conditioned on the first frame, and check temporal consistency (full: resolve AnimateDiff)."""
+    conditioned on the first frame, and check temporal consistency (or, at full scale,
+    resolve given weights: `pretrained`)."""
 
-    pretrained: str = Field("guoyww/animatediff-motion-adapter-v1-5-2", description="full profile: MotionAdapter hub id or local directory")
+    pretrained: str = Field("guoyww/animatediff-motion-adapter-v1-5-2", description="full profile: a MotionAdapter (hub id or "
+                            "local directory) to use as it is; '' = train one on your clips (Shapes always trains)")
+    init: str = Field("", description="a MotionAdapter to start training from (at full scale e.g. AnimateDiff's); "
+                      "'' = new temporal layers, output projections at zero")
     train: TrainConfig = TrainConfig(steps=500, lr=1e-3, warmup_steps=50, checkpoint_every=250, log_every=20, ema_decay=0.99, mixed_precision="auto")
     batch_size: int = Field(4, ge=1, description="clips per step")
     heads: int = Field(2, ge=1, description="attention heads of each temporal layer")

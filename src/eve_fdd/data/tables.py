@@ -142,15 +142,15 @@ EDIT_PAIRS = TableSpec(
             pa.field("input_caption", pa.string(), nullable=False),
             pa.field("instruction", pa.string(), nullable=False),
             pa.field("output_caption", pa.string(), nullable=False),
-            pa.field("edit_spec", pa.string(), nullable=False),  # EditSpec JSON
-            pa.field("scene", pa.string(), nullable=False),  # the input scene JSON
-            pa.field("frame", pa.int32(), nullable=False),  # which frame of the scene's motion both images show
+            pa.field("edit_spec", pa.string(), nullable=True),  # Shapes: EditSpec JSON; null for an ingested dataset
+            pa.field("scene", pa.string(), nullable=True),  # Shapes: the input scene JSON; null for an ingested dataset
+            pa.field("frame", pa.int32(), nullable=False),  # which frame of the scene's motion both images show (ingested: 0)
             pa.field("height", pa.int32(), nullable=False),
             pa.field("width", pa.int32(), nullable=False),
             # uint8 RGB, (height, width, 3) in C order: the image before and after the edit
             pa.field("input_image", pa.binary(), nullable=False),
             pa.field("output_image", pa.binary(), nullable=False),
-            pa.field("seed", pa.int64(), nullable=False),
+            pa.field("seed", pa.int64(), nullable=True),  # Shapes: the scene's seed; null for an ingested dataset
         ]
     ),
     row_checks=(_check_pair,),
@@ -205,6 +205,13 @@ def write_table(spec: TableSpec, rows: Iterable[dict[str, Any]], path: str | Pat
     pq.write_table(table, tmp, compression="zstd", row_group_size=256)
     os.replace(tmp, path)
     return len(rows)
+
+
+def count_rows(path: str | Path) -> int:
+    """Rows of a parquet table, from its footer (nothing else is read)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: not found; run the stage that writes it first")
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def read_table(spec: TableSpec, path: str | Path) -> list[dict[str, Any]]:

@@ -21,6 +21,10 @@ teacher samples, so over a run the student sees `size + refresh * size * iterati
 points. Student batches and real
 samples are drawn from the pool. `refresh=1` regenerates everything every iteration: the
 "no pool" baseline that benchmarks/fdd_iteration.py compares against.
+
+The pool is part of a run's state: `state_dict()` is checkpointed with the weights
+(train/loop.py), so a resumed run continues with the entries the interrupted one held, not a
+fresh fill.
 """
 
 from __future__ import annotations
@@ -58,6 +62,25 @@ class TeacherPool:
         self.generated = 0  # data points sampled by the teachers so far
         self._next = 0      # the next data point to bring in (a seeded permutation, cycled)
         self._order = torch.randperm(data_size, generator=torch.Generator().manual_seed(seed))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Which data points the pool holds, their samples and where the data order stands."""
+        state = {"generated": torch.tensor(self.generated), "next": torch.tensor(self._next)}
+        if self.batch is None:
+            return state
+        state |= {"items": torch.tensor(self.items), "edit_real": self.edit_real, "video_real": self.video_real}
+        return state | {f"batch.{n}": getattr(self.batch, n) for n in FIELDS if getattr(self.batch, n) is not None}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generated, self._next = int(state["generated"]), int(state["next"])
+        if "items" not in state:  # saved before the first fill
+            self.items, self.batch, self.edit_real, self.video_real = [], None, None, None
+            return
+        if len(state["items"]) != self.size:
+            raise ValueError(f"teacher pool: the checkpoint holds {len(state['items'])} entries, this run's pool has {self.size} (fdd.pool_size changed?)")
+        self.items = [int(i) for i in state["items"].tolist()]
+        self.edit_real, self.video_real = state["edit_real"], state["video_real"]
+        self.batch = EditBatch(*(state.get(f"batch.{n}") for n in FIELDS))
 
     def fill(self) -> None:
         self.items = self._take(self.size)

@@ -57,7 +57,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
               on_log: Callable[[dict[str, float]], None] | None = None, snapshot: Snapshot | None = None,
               snapshot_every: int = 0, placement: Placement | None = None) -> tuple[TrainResult, np.ndarray]:
     """`run.iterations` of student step then discriminator step, batches drawn from the pool
-    (filled at the first step of a run, a resumed run included; refreshed as it goes).
+    (filled at the first step, refreshed as it goes, checkpointed with the weights).
     `snapshot` sees the student's generation beside the teachers' samples every
     `snapshot_every` steps and at the last. `placement`: the device and precision the stage
     placed its models with (float32 on the CPU when None). Returns the result and the student
@@ -87,7 +87,7 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
     critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, run.discriminator_lr,
                     active=fdd.settings.discriminators_train)
     result = train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=fingerprint, critic=critic, placement=placement or Placement())
+                   fingerprint=fingerprint, critic=critic, placement=placement or Placement(), state=pool)
     return result, np.array(timesteps, dtype=float).reshape(-1, fdd.settings.k)
 
 

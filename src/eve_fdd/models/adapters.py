@@ -50,32 +50,39 @@ def task_ids(tasks: list[str]) -> torch.Tensor:
     return torch.tensor([TASK_LABELS.index(t) for t in tasks], dtype=torch.long)
 
 
-def edit_adapter(unet: Any, conditioning_channels: tuple[int, ...] = (16,)) -> Any:
-    """A ControlNet copied from the backbone's down/mid blocks, with a task-label embedding.
+def edit_adapter(unet: Any, conditioning_channels: tuple[int, ...] = (16,), base: Any = None) -> Any:
+    """A ControlNet copied from the backbone's down/mid blocks (or from `base`, a given
+    ControlNet, whose condition encoder then decides `conditioning_channels`), with a
+    task-label embedding.
 
     `from_unet` keeps the UNet's `num_class_embeds` (None), so the ControlNet is rebuilt from
     its config with one class per task and the copied weights loaded back; only the class
-    embedding is new. Its zero convolutions start at 0: before training it changes nothing.
-    For a pixel-space backbone `conditioning_channels=(16,)` keeps the condition image at the
-    sample's size (each extra entry halves it)."""
+    embedding is new. Copied from the UNet, its zero convolutions start at 0: before training
+    it changes nothing. For a pixel-space backbone `conditioning_channels=(16,)` keeps the
+    condition image at the sample's size (each extra entry halves it)."""
     from diffusers import ControlNetModel
 
-    base = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
+    if base is None:
+        base = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(conditioning_channels))
     config = {k: v for k, v in dict(base.config).items() if not k.startswith("_")}
     config["num_class_embeds"] = len(TASK_LABELS)
     net = ControlNetModel.from_config(config)
-    missing, unexpected = net.load_state_dict(base.state_dict(), strict=False)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("class_embedding.")}  # a base's own classes are not ours
+    missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or set(missing) != {"class_embedding.weight"}:
         raise RuntimeError(f"edit adapter: unexpected state dict mismatch (missing {missing}, unexpected {unexpected})")
     return net
 
 
-def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: int | None = None) -> Any:
-    """A `UNetMotionModel`: the backbone's spatial weights (copied) + new temporal layers.
-    The temporal output projections start at zero (as in AnimateDiff), so before training
-    the clip model is the image model applied to each frame."""
+def video_adapter(unet: Any, heads: int = 4, max_frames: int = 32, norm_groups: int | None = None, base: Any = None) -> Any:
+    """A `UNetMotionModel`: the backbone's spatial weights (copied) + new temporal layers, or
+    the temporal layers of `base` (a given `MotionAdapter`, e.g. AnimateDiff's). New ones start
+    with their output projections at zero (as in AnimateDiff), so before training the clip
+    model is the image model applied to each frame."""
     from diffusers import MotionAdapter, UNetMotionModel
 
+    if base is not None:
+        return contiguous_norm_inputs(UNetMotionModel.from_unet2d(unet, base))
     cfg = unet.config
     adapter = MotionAdapter(
         block_out_channels=tuple(cfg.block_out_channels), motion_layers_per_block=cfg.layers_per_block,

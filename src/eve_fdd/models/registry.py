@@ -25,6 +25,19 @@ def build_backbone(cfg: Config, trained: str | Path | None = None) -> Backbone:
     return backbone
 
 
+def given_teacher(cfg: Config, stage: str, concept: str | None = None) -> str | None:
+    """The weights a teacher stage (`edit_adapter`, `video_adapter`, `loras`) uses as they are
+    instead of training its own: at full scale `<stage>.pretrained` when set (for `loras`, the
+    concept's entry); None means train. Shapes always trains its own (params.yaml's
+    `pretrained` values name SD-size models)."""
+    if cfg.profile != "full":
+        return None
+    given = cfg.section(f"{stage}.pretrained")
+    if concept is not None:
+        given = given.get(concept, "")
+    return str(given) if given else None
+
+
 def trained_path(stage_dir: str | Path) -> str:
     """Where a model stage put its model: the `path` in `<stage_dir>/model.json` (a local
     directory, or a hub id for the full profile's pretrained parts)."""

@@ -66,6 +66,31 @@ def shapes_tokenizer(words: tuple[str, ...] | None = None, max_length: int = 64,
     )
 
 
+def backbone_tokenizer(source: str, key: str = "models.backbone.pretrained"):
+    """The tokenizer alone (`<source>/tokenizer`) of a backbone in diffusers' pipeline layout,
+    as `load_backbone` loads it: a local directory, or a hub id (from the Hugging Face cache,
+    else downloaded). Stops with a message naming `key` when it cannot be loaded."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer
+
+    local = Path(source)
+    if not source:
+        raise ValueError(f"{key}: empty; expected a diffusers pipeline directory or hub id with a tokenizer/")
+    if local.exists() and not (local / "tokenizer").is_dir():
+        raise FileNotFoundError(f"{key}: {local} has no tokenizer/ (expected a diffusers pipeline layout)")
+    try:
+        return AutoTokenizer.from_pretrained(str(source), subfolder="tokenizer")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{key}: could not load the tokenizer of {source} ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def token_counter(tokenizer: Any):
+    """(count_tokens, max_tokens): a text's length in `tokenizer`'s ids, start and end tokens
+    included, and the most its text encoder reads (CLIP: 77)."""
+    return (lambda text: len(tokenizer(text).input_ids)), int(tokenizer.model_max_length)
+
+
 def tiny_clip_text_encoder(vocab_size: int, hidden_size: int, layers: int, heads: int, max_positions: int, seed: int = 0):
     """A small `CLIPTextModel` (the class SD 1.5 uses), randomly initialised."""
     import torch

@@ -1,13 +1,23 @@
-"""Stage `edit_pairs` (Shapes): supervised image-edit pairs for the edit adapter. At full scale
-it writes an empty table and records that the edit adapter is a pretrained ControlNet.
+"""Stage `edit_pairs`: supervised image-edit pairs for the edit adapter (single images only:
+the edit adapter never sees an edited video). Outputs: `pairs.parquet`, `rejects.parquet`,
+`samples/`, and the metrics.
 
-The stand-in for Emu Edit's data (METHOD.md section 2): for each pair a scene from its own
-seed (disjoint from the video set's), one of the seven base tasks (round robin, so every task
-gets the same share), the world's edit with its instruction and output caption, and the same
-frame of the scene rendered before and after the edit. Single images only: the edit adapter
-never sees an edited video. Reserved subjects and styles are never used (they are the LoRA
-experiment's). A task that does not apply to a scene (remove from one shape, add to five) is a
-reject row, kept with its reason. Outputs: `pairs.parquet`, `rejects.parquet`, `samples/`.
+Shapes, the stand-in for Emu Edit's data (METHOD.md section 2): for each pair a scene from its
+own seed (disjoint from the video set's), one of the seven base tasks (round robin, so every
+task gets the same share), the world's edit with its instruction and output caption, and the
+same frame of the scene rendered before and after the edit. Reserved subjects and styles are
+never used (they are the LoRA experiment's). A task that does not apply to a scene (remove
+from one shape, add to five) is a reject row, kept with its reason.
+
+Full: an image-edit dataset in InstructPix2Pix's layout at `edit_pairs.ingest.source`
+(data/edit_ingest.py: parquet files or images + pairs.jsonl/csv), every row checked, texts
+counted with the backbone's CLIP tokenizer (`models.backbone.pretrained`, its `tokenizer/`),
+each unusable row a counted reject. No scene: `edit_spec`, `scene` and `seed` are null. The
+task comes from the data or from a keyword rule on the instruction (metrics `task_from_data`,
+`task_from_rule`). A source folder with nothing in it but README files (the repository's
+raw/edit_pairs/) means no dataset: the table is empty and `pretrained_edit_adapter` is 1 (the
+edit adapter can only be the ControlNet `edit_adapter.pretrained` names); it is 0 whenever
+there are pairs.
 """
 
 from __future__ import annotations
@@ -21,12 +31,13 @@ import numpy as np
 
 from ..config import Config
 from ..data import tables
+from ..data.edit_ingest import ingest_edit_pairs, nothing_to_ingest
 from ..data.splits import EDIT_PAIRS_STREAM, shards, split_of, stream_seed
 from ..data.video import contact_sheet, display_scale
 from ..world import applicable, caption, make_edit, random_scene, render_frame, vocab
 
 STAGE = "edit_pairs"
-PARAMS = ("profile", "seed", "world", "edit_pairs")
+PARAMS = ("profile", "seed", "world", "edit_pairs", "models.backbone.pretrained")  # as in dvc.yaml
 
 
 def pair_seed(seed: int, index: int) -> int:
@@ -34,11 +45,10 @@ def pair_seed(seed: int, index: int) -> int:
 
 
 def make_pairs(cfg: Config, indices: range) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows of the edit pairs table for pairs `indices`, and reject rows. The full profile builds
-    none: its edit adapter is the ControlNet `edit_adapter.pretrained` names (until this stage
-    ingests an image-edit dataset), and the stage records that (`pretrained_edit_adapter`)."""
+    """Shapes: rows of the edit pairs table for pairs `indices`, and reject rows (the full
+    profile ingests its pairs instead: `ingest_pairs`)."""
     if cfg.profile == "full":
-        return [], []
+        raise ValueError("make_pairs renders Shapes pairs; the full profile ingests them (ingest_pairs)")
     w, rows, rejects = cfg.world, [], []
     for i in indices:
         seed = pair_seed(cfg.seed, i)
@@ -61,6 +71,19 @@ def make_pairs(cfg: Config, indices: range) -> tuple[list[dict[str, Any]], list[
             input_image=tables.frames_to_bytes(before[None]), output_image=tables.frames_to_bytes(after[None]), seed=seed,
         ))
     return rows, rejects
+
+
+def ingest_pairs(cfg: Config) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """Full: (rows, rejects, counts) of the dataset at `edit_pairs.ingest.source`, texts over the
+    backbone tokenizer's limit rejected; nothing (and no tokenizer loaded) when no dataset was given."""
+    ingest = cfg.edit_pairs.ingest
+    if nothing_to_ingest(ingest):
+        print(f"edit_pairs: {ingest.source} holds no dataset; no pairs (the edit adapter is edit_adapter.pretrained)")
+        return [], [], {}
+    from ..models.text import backbone_tokenizer, token_counter
+
+    count_tokens, max_tokens = token_counter(backbone_tokenizer(cfg.models.backbone.pretrained))
+    return ingest_edit_pairs(ingest, cfg.edit_pairs.test_fraction, count_tokens, max_tokens, stage=STAGE)
 
 
 def image(row: dict[str, Any], column: str) -> np.ndarray:
@@ -94,7 +117,9 @@ def summarize(rows: list[dict], rejects: list[dict]) -> dict[str, float]:
     return metrics
 
 
-def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: Path) -> Outputs:
+def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: Path, counts: dict[str, int] | None = None) -> Outputs:
+    """Write the tables and the contact sheet; metrics are `summarize`'s plus `counts` (the
+    full profile's task_from_data / task_from_rule) and `pretrained_edit_adapter`."""
     rows = sorted(rows, key=lambda r: r["pair_id"])
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs, rejected = out_dir / "pairs.parquet", out_dir / "rejects.parquet"
@@ -106,9 +131,10 @@ def write_outputs(cfg: Config, rows: list[dict], rejects: list[dict], out_dir: P
         sheet = out_dir / "samples" / "contact_sheet.png"
         sheet.parent.mkdir(parents=True, exist_ok=True)
         contact_sheet([np.stack([image(r, "input_image"), image(r, "output_image")]) for r in picked], sheet,
-                      scale=display_scale(cfg.world.size), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
+                      scale=display_scale(picked[0]["width"]), captions=[f"{r['task']}: {r['instruction']}" for r in picked])
         samples.append(sheet)
-    metrics = summarize(rows, rejects) | {"pretrained_edit_adapter": int(cfg.profile == "full")}
+    # with no pairs (full, no dataset given) the edit adapter can only be the pretrained ControlNet
+    metrics = summarize(rows, rejects) | dict(counts or {}) | {"pretrained_edit_adapter": int(cfg.profile == "full" and not rows)}
     return Outputs(pairs, rejected, samples, metrics)
 
 
@@ -127,6 +153,9 @@ def _one_per_task(rows: list[dict], count: int) -> list[dict]:
 
 def run(cfg: Config, out_dir: Path) -> Outputs:
     """The whole stage without orchestration (the Prefect flow splits the same work into tasks)."""
+    if cfg.profile == "full":
+        rows, rejects, counts = ingest_pairs(cfg)
+        return write_outputs(cfg, rows, rejects, out_dir, counts)
     rows, rejects = [], []
     for r in shards(cfg.edit_pairs.count, cfg.edit_pairs.shard_size):
         got, bad = make_pairs(cfg, r)

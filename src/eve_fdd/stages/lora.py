@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from ..config import Config
 from ..data.splits import LORA_TRAIN_STREAM
 from ..data.video import contact_sheet, display_scale
@@ -64,6 +66,7 @@ def build(cfg: Config, concept: str, backbone_dir: Path, out_dir: Path, checkpoi
     backbone_path = trained_path(backbone_dir)
     placement = Placement.resolve(lo.train.mixed_precision)  # accelerate's device (models/placement.py)
     backbone = build_backbone(cfg, backbone_path).freeze(placement)
+    torch.manual_seed(lo.train.seed)  # the LoRA's and the concept tokens' initial weights
     add_lora(backbone.unet, concept, rank=lo.rank, targets=lo.target_modules)
     tokens = ConceptTokens(backbone.text_encoder, backbone.tokenizer, vocab.CONCEPT_WORDS[concept]).attach() if lo.token_embeddings else None
     placement.trained([backbone.unet] + ([tokens] if tokens is not None else []))

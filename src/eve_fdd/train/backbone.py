@@ -47,13 +47,14 @@ def batch(world: Any, seed: int, stream: int, indices: range, generator: np.rand
 
 def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captions: list[str], generator: torch.Generator,
            caption_dropout: float = 0.0, min_snr_gamma: float | None = None) -> torch.Tensor:
-    """The diffusion loss at uniform random t: MSE to the schedule's target (v), each sample
-    weighted by Min-SNR-gamma when `min_snr_gamma` is set (NoiseSchedule.min_snr_weights). A
-    share `caption_dropout` of captions is replaced by "" so the model also learns the
-    unconditional prediction that classifier-free guidance needs."""
+    """The diffusion loss at uniform random t of images `x0` (pixels in [-1, 1], encoded into
+    the backbone's model space: pixels on Shapes, VAE latents at full scale): MSE to the
+    schedule's target (v or eps), each sample weighted by Min-SNR-gamma when `min_snr_gamma` is
+    set (NoiseSchedule.min_snr_weights). A share `caption_dropout` of captions is replaced by ""
+    so the model also learns the unconditional prediction that classifier-free guidance needs."""
     drop = torch.rand(len(captions), generator=generator) < caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    x0 = x0.to(module_device(backbone.unet))
+    x0 = backbone.space.encode(x0.to(module_device(backbone.unet)))
     t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
     noise = randn(x0.shape, generator, like=x0)
     x_t = schedule.add_noise(x0, noise, t)
@@ -67,10 +68,12 @@ def v_loss(backbone: Backbone, schedule: NoiseSchedule, x0: torch.Tensor, captio
 @torch.no_grad()
 def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor, captions: list[str], size: int, generator: torch.Generator,
            guidance_scale: float = 1.0) -> np.ndarray:
-    """uint8 images for captions, by DDIM over `timesteps`, with classifier-free guidance
-    (prediction = uncond + scale * (cond - uncond)) when `guidance_scale` > 1."""
+    """uint8 images (`size` pixels a side) for captions, by DDIM over `timesteps` in the
+    backbone's model space, decoded; with classifier-free guidance (prediction = uncond +
+    scale * (cond - uncond)) when `guidance_scale` > 1."""
     emb = backbone.encode_text(captions)
-    noise = randn((len(captions), 3, size, size), generator, like=emb)
+    space = backbone.space
+    noise = randn((len(captions), space.channels, size // space.scale, size // space.scale), generator, like=emb)
     guided = guidance_scale != 1.0
     if guided:
         emb = torch.cat([backbone.encode_text([""] * len(captions)), emb])
@@ -81,7 +84,7 @@ def sample(backbone: Backbone, schedule: NoiseSchedule, timesteps: torch.Tensor,
         uncond, cond = backbone.unet(torch.cat([x, x]), torch.cat([t, t]), encoder_hidden_states=emb).sample.chunk(2)
         return uncond + guidance_scale * (cond - uncond)
 
-    return to_uint8(ddim_sample(model, noise, schedule, timesteps))
+    return to_uint8(space.decode(ddim_sample(model, noise, schedule, timesteps)))
 
 
 @dataclass

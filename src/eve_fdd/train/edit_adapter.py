@@ -36,48 +36,67 @@ CHANGED = 0.5 / 255  # a pixel is "changed by the edit" when any channel differs
 
 @dataclass
 class EditPairs:
-    """Tensors of an edit-pairs split: images in [-1, 1], (N, 3, H, W)."""
+    """An edit-pairs split: images kept as uint8 (N, H, W, 3) and given as [-1, 1] floats
+    (N, 3, H, W) by `source` / `target`, so a large ingested set costs a quarter of the memory
+    and only the batch taken is converted."""
 
     ids: list[str]
     tasks: list[str]
-    source: torch.Tensor
-    target: torch.Tensor
+    source_u8: np.ndarray
+    target_u8: np.ndarray
     captions: list[str]  # output captions (the backbone's text)
     instructions: list[str]  # the edit adapter's text
-    output_scenes: list = field(default_factory=list)  # the edited scenes (world.Scene), for the detector
+    output_scenes: list = field(default_factory=list)  # Shapes: the edited scenes (world.Scene), for the detector
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def source(self) -> torch.Tensor:
+        return _pixels(self.source_u8)
+
+    @property
+    def target(self) -> torch.Tensor:
+        return _pixels(self.target_u8)
+
     def take(self, index: list[int] | np.ndarray) -> "EditPairs":
         idx = [int(i) for i in index]
-        return EditPairs([self.ids[i] for i in idx], [self.tasks[i] for i in idx], self.source[idx], self.target[idx],
+        return EditPairs([self.ids[i] for i in idx], [self.tasks[i] for i in idx], self.source_u8[idx], self.target_u8[idx],
                          [self.captions[i] for i in idx], [self.instructions[i] for i in idx],
                          [self.output_scenes[i] for i in idx] if self.output_scenes else [])
 
 
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def load_pairs(path: Any, split: str) -> EditPairs:
-    """The `split` ("train" or "test") rows of an edit-pairs parquet file."""
+    """The `split` ("train" or "test") rows of an edit-pairs parquet file. Shapes pairs carry
+    their scene and edit (the detector's truth); ingested pairs (full profile) do not."""
     rows = [r for r in tables.read_table(tables.EDIT_PAIRS, path) if r["split"] == split]
     if not rows:
-        raise ValueError(f"{path}: no {split!r} pairs (the edit adapter needs both train and test pairs)")
+        raise ValueError(f"{path}: no {split!r} pairs (the edit adapter needs both train and test pairs; "
+                         "with few pairs raise edit_pairs.test_fraction)")
 
-    def images(col: str) -> torch.Tensor:
-        arr = np.stack([np.frombuffer(r[col], dtype=np.uint8).reshape(r["height"], r["width"], 3) for r in rows])
-        return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    def images(col: str) -> np.ndarray:
+        return np.stack([np.frombuffer(r[col], dtype=np.uint8).reshape(r["height"], r["width"], 3) for r in rows])
 
-    scenes = [apply_edit(Scene.from_json(r["scene"]), EditSpec.from_json(r["edit_spec"])) for r in rows] if split == "test" else []
+    with_scenes = split == "test" and all(r["scene"] is not None and r["edit_spec"] is not None for r in rows)
+    scenes = [apply_edit(Scene.from_json(r["scene"]), EditSpec.from_json(r["edit_spec"])) for r in rows] if with_scenes else []
     return EditPairs([r["pair_id"] for r in rows], [r["task"] for r in rows], images("input_image"), images("output_image"),
                      [r["output_caption"] for r in rows], [r["instruction"] for r in rows], scenes)
 
 
 def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, pairs: EditPairs, generator: torch.Generator,
               text_dropout: float = 0.0) -> torch.Tensor:
-    """Diffusion loss of the edited image given the input image, instruction and task. A share
-    `text_dropout` of pairs loses both texts (caption and instruction -> ""), so the adapter
-    also learns the text-free prediction that classifier-free guidance on the edit needs."""
+    """Diffusion loss of the edited image given the input image, instruction and task, in the
+    backbone's model space (the edited image encoded: pixels on Shapes, VAE latents at full
+    scale; the input image conditions the ControlNet in pixels). A share `text_dropout` of
+    pairs loses both texts (caption and instruction -> ""), so the adapter also learns the
+    text-free prediction that classifier-free guidance on the edit needs."""
     device = module_device(model.unet)
-    x0, source = pairs.target.to(device), pairs.source.to(device)
+    source = pairs.source.to(device)
+    x0 = backbone.space.encode(pairs.target.to(device))
     drop = (torch.rand(len(pairs), generator=generator) < text_dropout).tolist()
     captions = ["" if d else c for c, d in zip(pairs.captions, drop)]
     instructions = ["" if d else i for i, d in zip(pairs.instructions, drop)]
@@ -93,7 +112,8 @@ def edit_loss(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule
 @torch.no_grad()
 def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSchedule, timesteps: torch.Tensor,
                  pairs: EditPairs, generator: torch.Generator, batch_size: int = 32, guidance_scale: float = 1.0) -> torch.Tensor:
-    """Edited images (N, 3, H, W) in [-1, 1], sampled by DDIM from noise. With
+    """Edited images (N, 3, H, W) in [-1, 1] pixels, sampled by DDIM from noise in the backbone's
+    model space and decoded. With
     `guidance_scale` > 1, classifier-free guidance on the texts (the input image and the task
     label condition both branches): uncond + scale * (cond - uncond)."""
     out = []
@@ -101,7 +121,8 @@ def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSched
         part = pairs.take(range(i, min(i + batch_size, len(pairs))))
         cap, ins, tasks = backbone.encode_text(part.captions), backbone.encode_text(part.instructions), task_ids(part.tasks)
         source = part.source.to(module_device(model.unet))
-        noise = randn(source.shape, generator, like=source)
+        space = backbone.space
+        noise = randn((len(part), space.channels, source.shape[-2] // space.scale, source.shape[-1] // space.scale), generator, like=source)
         if guidance_scale == 1.0:
             denoise = lambda x, t: model(x, t, cap, ins, source, tasks)  # noqa: E731
         else:
@@ -111,7 +132,7 @@ def sample_edits(backbone: Backbone, model: EditVideoModel, schedule: NoiseSched
             def denoise(x, t):
                 u, c = model(both(x, x), both(t, t), both(empty, cap), both(empty, ins), both(source, source), both(tasks, tasks)).chunk(2)
                 return u + guidance_scale * (c - u)
-        out.append(ddim_sample(denoise, noise, schedule, timesteps).float().cpu())
+        out.append(space.decode(ddim_sample(denoise, noise, schedule, timesteps)).float().cpu())
     return torch.cat(out)
 
 

@@ -2,15 +2,20 @@
 
 A stage gives it the modules to train (only parameters with `requires_grad` are trained and
 saved) and a `step_fn(step, generator) -> (loss, logs)` that draws its own batch from the
-generator, which is seeded by (seed, step): so a run interrupted and resumed from a checkpoint
-takes exactly the steps the uninterrupted run would have taken. A second role (a `Critic`,
+generator, which is seeded by (seed, step); torch's global generator (dropout, LoRA dropout,
+anything a library draws without a generator) is reseeded from (seed, step) too. So a run
+interrupted and resumed from a checkpoint takes exactly the steps the uninterrupted run would
+have taken, and two runs of the same config end with the same weights (bit-identical in
+float32 on the CPU; CUDA kernels with atomic adds are not deterministic unless torch is told
+to be, which this loop does not do). A second role (a `Critic`,
 FDD's discriminators) can train in the same loop with its own optimiser, after the main role
 at every step where it is active; both are checkpointed together.
 
 Checkpoints (every `checkpoint_every` steps and at the end) are directories
 `checkpoints/step-000123/` holding `weights.safetensors` (trainable parameters by name),
-`optimizer.safetensors` (AdamW moments), `ema.safetensors` (when EMA is on) and `state.json`
-(step, loss curve); each is written to a temporary directory and renamed into place, so a
+`optimizer.safetensors` (AdamW moments), `ema.safetensors` (when EMA is on), `extra.safetensors`
+(the state of whatever else the run carries from step to step, e.g. FDD's teacher-sample pool)
+and `state.json` (step, loss curve); each is written to a temporary directory and renamed into place, so a
 crash never leaves a half checkpoint. Nothing is pickled.
 """
 
@@ -24,8 +29,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from ..config import TrainConfig
@@ -49,6 +55,15 @@ class Objective:
         return self.loss(self.batch(step), generator), {}
 
 
+def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """Indices of batch `step` of a run over `n` items that shuffles them anew every epoch
+    (deterministic in (seed, epoch), so a resumed run draws the same batches)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, i = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[i * batch_size : (i + 1) * batch_size] if n >= batch_size else order
+
+
 def lr_at(step: int, lr: float, warmup_steps: int, steps: int, schedule: str = "constant") -> float:
     """The learning rate of `step`: a linear warm-up over `warmup_steps`, then `lr` (constant)
     or a cosine decay from `lr` to lr/10 at the last step (cosine). Computed from the step, so
@@ -59,6 +74,15 @@ def lr_at(step: int, lr: float, warmup_steps: int, steps: int, schedule: str = "
         return lr
     progress = min(1.0, (step - warmup_steps) / max(1, steps - warmup_steps))
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Stateful(Protocol):
+    """Something besides the weights that a run carries from step to step (FDD's teacher-sample
+    pool): checkpointed with them as tensors, so a resumed run continues from the same state."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
 
 
 @dataclass
@@ -109,6 +133,12 @@ class TrainingOutputs:
     artifacts: list[Path] = field(default_factory=list)
 
 
+def global_seed(seed: int, step: int) -> int:
+    """The seed of torch's global generator at `step`: from (seed, step) like the step's own
+    generator, but a different number, so dropout masks and the step's noise are independent."""
+    return (seed * 1_000_003 + step) ^ 0x5DEECE66D
+
+
 def trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
     """Parameters that require gradients, named `<module>.<parameter>`."""
     return {f"{m}.{n}": p for m, module in modules.items() for n, p in module.named_parameters() if p.requires_grad}
@@ -129,6 +159,7 @@ def train(
     fingerprint: str = "",
     critic: Critic | None = None,
     placement: Placement | None = None,
+    state: Stateful | None = None,
 ) -> TrainResult:
     """Train until `cfg.steps`, resuming from the newest checkpoint in `out_dir` if any.
     `fingerprint` names what is being trained (e.g. a hash of its config): checkpoints
@@ -136,7 +167,8 @@ def train(
     gradient norm before clipping (`grad_norm`, and `critic.grad_norm` with a critic).
     `placement` (models/placement.py; by default resolved from `cfg.mixed_precision`) is where
     the trained modules go and whether the steps run under bf16 autocast; the stage places its
-    frozen models and `step_fn` makes its tensors on that device."""
+    frozen models and `step_fn` makes its tensors on that device. `state` is checkpointed with
+    the weights and restored (on that device) when the run resumes."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -180,7 +212,7 @@ def train(
         shutil.rmtree(ckpt.parent)
         ckpt = None
     if ckpt is not None:
-        result = _load(ckpt, roles, ema)
+        result = _load(ckpt, roles, ema, state, placement.device)
     result.bf16 = bf16
     start = time.perf_counter()
     bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not progress, mininterval=1.0)
@@ -188,6 +220,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        torch.manual_seed(global_seed(cfg.seed, step))  # not gen's stream: the two must not coincide
         with placement.autocast():
             loss, logs = step_fn(step, gen)
         if not torch.isfinite(loss):
@@ -216,11 +249,11 @@ def train(
             if on_log:
                 on_log(row)
         if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
-            _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint)
+            _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
     result.seconds = time.perf_counter() - start
     last = latest_checkpoint(out_dir)
     done = last is not None and last.name == f"step-{result.step:06d}"
-    result.checkpoint = last if done else _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint)
+    result.checkpoint = last if done else _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
     if ema is not None:
         ema.copy_to(list(params.values()))  # the modules end with the averaged weights
     return result
@@ -229,7 +262,8 @@ def train(
 Roles = list[tuple[dict[str, torch.nn.Parameter], Any]]  # (trainable parameters by name, their optimiser) per role
 
 
-def _save(out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int, fingerprint: str = "") -> Path:
+def _save(out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int, fingerprint: str = "",
+          state: Stateful | None = None) -> Path:
     from safetensors.torch import save_file
 
     root = out_dir / "checkpoints"
@@ -242,15 +276,17 @@ def _save(out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int,
     moments = {}
     for role, opt in roles:
         index = {id(p): n for n, p in role.items()}
-        for p, state in opt.state.items():
-            for key, value in state.items():
+        for p, moment in opt.state.items():
+            for key, value in moment.items():
                 moments[f"{index[id(p)]}::{key}"] = value.detach().contiguous() if torch.is_tensor(value) else torch.tensor(value)
     save_file(moments, tmp / "optimizer.safetensors")
     params = roles[0][0]  # EMA follows the main role only
     if ema is not None:
         save_file({n: s.contiguous() for n, s in zip(params, ema.shadow_params)}, tmp / "ema.safetensors")
-    state = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None, "fingerprint": fingerprint}
-    (tmp / "state.json").write_text(json.dumps(state))
+    if state is not None:
+        save_file({k: v.detach().contiguous() for k, v in state.state_dict().items()}, tmp / "extra.safetensors")
+    info = {"step": result.step, "curve": result.curve, "ema_step": ema.optimization_step if ema is not None else None, "fingerprint": fingerprint}
+    (tmp / "state.json").write_text(json.dumps(info))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -259,7 +295,7 @@ def _save(out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int,
     return final
 
 
-def _load(ckpt: Path, roles: Roles, ema: Any) -> TrainResult:
+def _load(ckpt: Path, roles: Roles, ema: Any, extra: Stateful | None = None, device: Any = "cpu") -> TrainResult:
     from safetensors.torch import load_file
 
     params = {n: p for role, _ in roles for n, p in role.items()}
@@ -287,4 +323,8 @@ def _load(ckpt: Path, roles: Roles, ema: Any) -> TrainResult:
             ema.optimization_step = state.get("ema_step") or state["step"]
         else:
             raise ValueError(f"{ckpt}: EMA is on but the checkpoint has no ema.safetensors")
+    if extra is not None:
+        if not (ckpt / "extra.safetensors").is_file():
+            raise ValueError(f"{ckpt}: the run carries state between steps ({type(extra).__name__}) but the checkpoint has no extra.safetensors")
+        extra.load_state_dict({k: v.to(device) for k, v in load_file(ckpt / "extra.safetensors").items()})
     return TrainResult(step=state["step"], resumed_from=state["step"], curve=state["curve"])

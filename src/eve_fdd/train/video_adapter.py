@@ -1,9 +1,11 @@
 """Training and checking the video adapter (stage `video_adapter`, METHOD.md section 2).
 
 Data: Shapes clips rendered on the fly from their own seed stream (the stand-in for Emu
-Video's training videos; never the video set FDD edits), with their captions. The backbone's
-spatial weights are frozen; only the temporal layers (motion modules) learn, v-prediction,
-conditioned on the clean first frame (`with_first_frame`), loss on the other frames.
+Video's training videos; never the video set FDD edits), with their captions; at full scale
+the user's clips (the `videos` table's train split, `table_clips`), held out by its test split.
+The backbone's spatial weights are frozen; only the temporal layers (motion modules) learn,
+in the backbone's model space (pixels or VAE latents), conditioned on the clean first frame
+(`with_first_frame`), loss on the other frames.
 Check, on held-out clips: sample every clip from its real first frame and caption and
 measure temporal consistency, the mean absolute change between consecutive frames (on [0, 1]
 pixels), against the same sampler with the temporal layers still at zero, which is the
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.splits import VIDEO_ADAPTER_EVAL_STREAM, stream_seed
+from ..data.splits import stream_seed
 from ..diffusion import NoiseSchedule, ddim_sample, inference_timesteps
 from ..models.adapters import EditVideoModel, with_first_frame
 from ..models.placement import module_device, randn
@@ -42,6 +44,24 @@ def clips(world: Any, seed: int, stream: int, indices: range) -> tuple[torch.Ten
     return x, captions, scenes
 
 
+def table_clips(videos: Any, split: str) -> tuple[np.ndarray, list[str]]:
+    """The `split` clips of a videos table (uint8 (N, F, H, W, 3)) and their captions."""
+    from ..data import tables
+
+    rows = [r for r in tables.read_table(tables.VIDEOS, videos) if r["split"] == split]
+    if not rows:
+        raise ValueError(f"{videos}: no {split!r} clips for the video adapter (videos.test_fraction holds some out)")
+    sizes = {(r["num_frames"], r["height"], r["width"]) for r in rows}
+    if len(sizes) > 1:
+        raise ValueError(f"{videos}: the {split} clips differ in size {sorted(sizes)}; the videos stage makes them one size")
+    return np.stack([tables.frames_from_row(r) for r in rows]), [r["caption"] for r in rows]
+
+
+def to_pixels(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (N, F, H, W, 3) -> clips (N, 3, F, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
 def clips_to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 3, F, H, W) in [-1, 1] -> uint8 (B, F, H, W, 3)."""
     b, c, f, h, w = x.shape
@@ -49,7 +69,8 @@ def clips_to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def video_loss(model: EditVideoModel, schedule: NoiseSchedule, x0: torch.Tensor, caption_emb: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Diffusion loss of frames 1.. of clips x0 given their clean first frame and caption."""
+    """Diffusion loss of frames 1.. of clips x0 (in the model's space) given their clean first
+    frame and caption."""
     device = module_device(model.unet)
     x0, caption_emb = x0.to(device), caption_emb.to(device)
     t = torch.randint(0, schedule.train_timesteps, (x0.shape[0],), generator=generator).to(x0.device)
@@ -62,8 +83,8 @@ def video_loss(model: EditVideoModel, schedule: NoiseSchedule, x0: torch.Tensor,
 @torch.no_grad()
 def sample_clips(model: EditVideoModel, schedule: NoiseSchedule, timesteps: torch.Tensor, first: torch.Tensor,
                  caption_emb: torch.Tensor, frames: int, generator: torch.Generator) -> torch.Tensor:
-    """Clips (B, 3, F, H, W) in [-1, 1] that start at `first` (B, 3, H, W), by DDIM from noise
-    on the model's device; returned on the CPU."""
+    """Clips (B, C, F, H, W) in the model's space that start at `first` (B, C, H, W), by DDIM
+    from noise on the model's device; returned on the CPU."""
     b, c, h, w = first.shape
     first = first.to(module_device(model.unet))
     noise = randn((b, c, frames, h, w), generator, like=first)
@@ -89,21 +110,24 @@ class VideoCheck:
     captions: list[str]
 
 
-def check(model: EditVideoModel, encode_text: Any, scheduler: Any, world: Any, seed: int, count: int, steps: int,
-          batch_size: int = 8) -> VideoCheck:
-    """Sample `count` held-out clips from their first frame and caption and score them."""
+def check(model: EditVideoModel, encode_text: Any, scheduler: Any, truth: torch.Tensor, captions: list[str], scenes: list,
+          seed: int, steps: int, space: Any, supersample: int = 1, batch_size: int = 8) -> VideoCheck:
+    """Sample the held-out clips `truth` (pixels (N, 3, F, H, W) in [-1, 1]) from their first
+    frame and caption in the model's `space` and score them; Shapes `scenes` add the detector's
+    shape recall (real clips have none)."""
     schedule = NoiseSchedule.from_scheduler(scheduler)
     timesteps = inference_timesteps(scheduler, steps)
-    truth, captions, scenes = clips(world, seed, VIDEO_ADAPTER_EVAL_STREAM, range(count))
     gen = torch.Generator().manual_seed(seed * 7919 + 1)
     parts = []
-    for i in range(0, count, batch_size):
-        x = truth[i : i + batch_size]
-        parts.append(sample_clips(model, schedule, timesteps, x[:, :, 0], encode_text(captions[i : i + batch_size]), world.frames, gen))
+    for i in range(0, len(truth), batch_size):
+        first = space.encode(truth[i : i + batch_size, :, 0])
+        x = sample_clips(model, schedule, timesteps, first, encode_text(captions[i : i + batch_size]), truth.shape[2], gen)
+        with torch.no_grad():
+            parts.append(space.decode(x).float().cpu())
     samples = torch.cat(parts)
     gen_u8, truth_u8 = clips_to_uint8(samples), clips_to_uint8(truth)
     recall = [
-        np.mean([detect(frame, scene, supersample=world.supersample).shape_recall for frame in clip[1:]])
+        np.mean([detect(frame, scene, supersample=supersample).shape_recall for frame in clip[1:]])
         for clip, scene in zip(gen_u8, scenes) if scene.style not in UNCHECKABLE_STYLES
     ]
     metrics = {
@@ -111,6 +135,7 @@ def check(model: EditVideoModel, encode_text: Any, scheduler: Any, world: Any, s
         "frame_change_ground_truth": float(frame_change(truth).mean()),
         "motion": float(motion(samples).mean()),
         "motion_ground_truth": float(motion(truth).mean()),
-        "shape_recall": float(np.mean(recall)) if recall else float("nan"),
     }
+    if scenes:
+        metrics["shape_recall"] = float(np.mean(recall)) if recall else float("nan")
     return VideoCheck(metrics, gen_u8, truth_u8, captions)
