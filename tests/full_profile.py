@@ -221,6 +221,24 @@ def edit_pair_folder(root: Path, size: int = 32) -> Path:
     return root
 
 
+def lora_image_folder(root: Path, concept: str = "watercolour", size: int = 32) -> Path:
+    """A concept's image folder as stage `loras` trains from at full scale (raw/loras/README.md):
+    6 PNGs, frames of the tiny clips, and captions.csv whose captions name the concept
+    ("a red square on a blue background, watercolour painting")."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "captions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "caption"])
+        for i, (file, colour, background, step, text) in enumerate(CLIPS + CLIPS[:2]):
+            frame = _clip_frames(colour, background, step, height=size, width=size)[(3 * i) % 12]
+            Image.fromarray(frame).save(root / f"{i:02d}.png")
+            still = text.split(" moving ")[0] + " on " + text.split(" on ", 1)[1]  # "a red square on a blue background"
+            writer.writerow([f"{i:02d}.png", f"{still}, {concept} painting"])
+    return root
+
+
 def build_tiny_full(root: Path, frame_size: int = 32, seed: int = 0) -> dict[str, Path]:
     """Write the full profile's models (tiny, random, of the real classes) and a clip folder
     under `root`; returns their paths: backbone (SD 1.5 pipeline layout), controlnet, motion,
@@ -338,7 +356,10 @@ def full_smoke_params(params: dict, models: dict[str, Path], gguf: Path, concept
     p["edit_adapter"].update(pretrained="", conditioning_channels=[16, 32], batch_size=2, eval_pairs=3, eval_steps=2, samples=2)
     p["edit_adapter"]["train"].update(steps=3, checkpoint_every=2, log_every=1, warmup_steps=0)
     p["video_adapter"]["pretrained"] = str(models["motion"])
-    p["loras"].update(concepts=[concept], pretrained={concept: str(models["lora"])})
+    # the LoRA trains on a tiny folder of the concept's images in raw/loras/<concept> (lora_image_folder), in latent space
+    p["loras"].update(concepts=[concept], pretrained={}, images_dir="raw/loras", prior_images=2, size=32, batch_size=2,
+                      eval_samples=1, eval_steps=2, samples=2)
+    p["loras"]["train"].update(steps=3, checkpoint_every=2, log_every=1, warmup_steps=0)
     p["metric_models"].update(clip=str(models["clip"]), pick=str(models["pick"]), pick_processor=str(models["pick"]),
                               xclip=str(models["xclip"]))
     p["fdd"].update(variants=["full"], iterations=3, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2,

@@ -20,7 +20,7 @@ import yaml
 from eve_fdd.data import tables
 
 from conftest import ROOT, sh
-from full_profile import build_tiny_full, edit_pair_folder, full_smoke_params, tiny_full_gguf, tiny_lora
+from full_profile import build_tiny_full, edit_pair_folder, full_smoke_params, lora_image_folder, tiny_full_gguf
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,6 @@ STAGES = ("videos", "llm", "instructions", "subject_style_instructions", "edit_p
 def full_repro(tmp_path_factory, prefect_api):
     models_root = tmp_path_factory.mktemp("full-pretrained")
     models = build_tiny_full(models_root)
-    models["lora"] = tiny_lora(models["backbone"], models_root / "lora")
     gguf = tiny_full_gguf(models_root / "tiny-full.gguf")
     dest = tmp_path_factory.mktemp("full-smoke") / "project"
     files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
@@ -43,6 +42,7 @@ def full_repro(tmp_path_factory, prefect_api):
             shutil.copy2(ROOT / f, dest / f)
     shutil.copytree(models["clips"], dest / "raw" / "clips", dirs_exist_ok=True)
     edit_pair_folder(dest / "raw" / "edit_pairs")
+    lora_image_folder(dest / "raw" / "loras" / "watercolour")
     params = full_smoke_params(yaml.safe_load((ROOT / "params.yaml").read_text()), models, gguf)
     params["evaluate"]["baselines"] = ["sdedit_75"]
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -67,6 +67,8 @@ def test_every_stage_runs_on_the_full_profile(full_repro):
     pairs = json.loads((dest / "metrics/edit_pairs.json").read_text())
     assert pairs["pairs"] == 8 and pairs["pretrained_edit_adapter"] == 0  # ingested from raw/edit_pairs
     assert json.loads((dest / "metrics/edit_adapter.json").read_text())["steps"] == 3  # trained on them, not resolved
+    lora = json.loads((dest / "metrics/loras/watercolour.json").read_text())
+    assert lora["steps"] == 3 and lora["train_images"] == 6  # trained from raw/loras/watercolour, not resolved
     text = (dest / "report/tables.md").read_text()
     assert "Full profile" in text and "PickScore" in text and "changed err" not in text
 

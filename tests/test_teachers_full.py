@@ -1,6 +1,6 @@
 """The teacher stages at full scale (library part), trained instead of resolved: SD 1.5's
 classes in latent space (tiny and random, tests/full_profile.py) on a tiny image-edit dataset
-ingested from local files."""
+ingested from local files, the user's clips, and a folder of the user's images of a concept."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from eve_fdd.config import Config
+from eve_fdd.data import tables
 from eve_fdd.models.adapters import TASK_LABELS
 from eve_fdd.models.registry import build_backbone, load_edit_adapter, trained_path
-from eve_fdd.stages import edit_adapter, edit_pairs, video_adapter
+from eve_fdd.stages import edit_adapter, edit_pairs, lora, video_adapter
 
 from conftest import assert_a_killed_run_resumes_exactly
-from full_profile import build_tiny_full, edit_pair_folder, full_stage_inputs
+from full_profile import build_tiny_full, edit_pair_folder, full_stage_inputs, lora_image_folder
 
 FRAME = 32
 
@@ -159,3 +160,101 @@ def test_the_video_adapter_can_start_from_a_given_motion_adapter_or_be_resolved(
     with pytest.raises(FileNotFoundError, match="video_adapter.init"):
         video_adapter.build(video_cfg(models, init=str(tmp_path / "nowhere")), clips["backbone_dir"], tmp_path / "x",
                             progress=False, videos=clips["videos"])
+
+
+def lora_cfg(models, images_dir, **over) -> Config:
+    lo = {"concepts": ["watercolour"], "pretrained": {}, "images_dir": str(images_dir), "prior_images": 2, "size": FRAME,
+          "batch_size": 2, "eval_samples": 1, "eval_steps": 2, "samples": 2,
+          "train": {"steps": 3, "checkpoint_every": 2, "log_every": 1, "mixed_precision": "no"}} | over
+    return Config(profile="full", models={"backbone": {"pretrained": str(models["backbone"])}},
+                  diffusion={"prediction_type": "epsilon", "zero_terminal_snr": False, "inference_steps": 4},
+                  loras=lo, fdd_personal={"concepts": ["watercolour"]})
+
+
+@pytest.fixture(scope="module")
+def concept_images(models, tmp_path_factory):
+    """raw/loras/watercolour as the user gives it (one RGBA image among the PNGs: a reject), and a backbone stage output."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("lora-data")
+    folder = lora_image_folder(root / "raw" / "loras" / "watercolour")
+    Image.new("RGBA", (FRAME, FRAME), (200, 30, 30, 128)).save(folder / "rgba.png")
+    with (folder / "captions.csv").open("a") as handle:
+        handle.write("rgba.png,a red square with alpha watercolour painting\n")
+    backbone_dir = root / "backbone"
+    backbone_dir.mkdir()
+    (backbone_dir / "model.json").write_text(json.dumps({"path": str(models["backbone"]), "trained": False}))
+    return root / "raw" / "loras", backbone_dir
+
+
+def test_prior_captions_drop_the_concepts_words():
+    from eve_fdd.train.lora import concept_words, prior_caption
+
+    assert concept_words("my_dog") == ("my", "dog") and concept_words("oil-paint") == ("oil", "paint")
+    assert prior_caption("a red square on a blue background, watercolour painting", "watercolour") == \
+        "a red square on a blue background, painting"
+    assert prior_caption("Watercolour , a cat ,, in the watercolours", "watercolour") == "a cat, in the watercolours"  # whole words
+    assert prior_caption("my_dog on grass, my dog asleep", "my_dog") == "on grass, asleep"
+    assert prior_caption("watercolour", "watercolour") == ""  # nothing but the concept: the unconditional prior
+
+
+def test_the_lora_trains_on_the_users_images_in_latent_space_and_resumes_exactly(models, concept_images, tmp_path):
+    from eve_fdd.models.adapters import LORA_WEIGHTS
+    from eve_fdd.stages.fdd_personal import concept_backbone
+
+    images_dir, backbone_dir = concept_images
+    cfg = lora_cfg(models, images_dir)
+    whole, _ = assert_a_killed_run_resumes_exactly(
+        lambda run, on_log: lora.build(cfg, "watercolour", backbone_dir, run / "out", run / "ckpt", progress=False, on_log=on_log),
+        tmp_path, 2, 2)
+    m = whole.metrics
+    assert m["steps"] == 3 and m["params_lora"] > 0 and m["params_token_embeddings"] == 0  # no Shapes words: no embeddings
+    assert (m["train_images"], m["prior_images"], m["rejected"]) == (6, 2, 1)
+    assert np.isfinite(m["final_loss"]) and m["check.lora_change"] >= 0 and m["check.prior_change"] >= 0
+    assert np.isfinite(m["check.lora_change"]) and np.isfinite(m["check.prior_change"])
+    assert not any(k.startswith("check.present") for k in m)  # no detector at full scale
+    out = tmp_path / "whole/out"
+    (reject,) = tables.read_table(tables.REJECTS, out / "rejects.parquet")
+    assert reject["reason"] == "not_rgb" and reject["item"].endswith("rgba.png") and "line 8" in reject["detail"]
+    info = json.loads((out / "model.json").read_text())
+    assert info["trained"] is True and info["token_embeddings"] is None and info["concept"] == "watercolour"
+    backbone = build_backbone(cfg, trained_path(backbone_dir))
+    assert type(backbone.space).__name__ == "LatentSpace"
+    backbone.unet.load_lora_adapter(info["path"], weight_name=LORA_WEIGHTS, prefix=None, adapter_name="watercolour")
+    assert sum(p.numel() for n, p in backbone.unet.named_parameters() if "lora_" in n) == m["params_lora"]
+    assert (out / "samples.png").stat().st_size > 0
+    # stage fdd_personal reads it as it is written
+    _, path = concept_backbone(cfg, "watercolour", backbone_dir, out)
+    assert path == info["path"]
+
+
+def test_bad_image_folders_are_named(tmp_path):
+    from PIL import Image
+
+    from eve_fdd.data.image_folder import read_image_folder
+    from eve_fdd.data.ingest import IngestError
+
+    with pytest.raises(ValueError, match=r"loras[/\\]watercolour: not found.*loras.pretrained.watercolour"):
+        lora.build(lora_cfg({"backbone": "unused"}, tmp_path / "loras"), "watercolour", tmp_path / "bb", tmp_path / "out", progress=False)
+    folder = tmp_path / "loras" / "ink"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (40, 24), (10, 20, 30)).save(folder / "a.png")
+    with pytest.raises(IngestError, match=r"ink[/\\]captions.csv: captions file not found"):
+        read_image_folder(folder, 16, "loras@ink")
+    (folder / "captions.csv").write_text("file,text\na.png,ink\n")
+    with pytest.raises(IngestError, match=r"missing columns \['caption'\]"):
+        read_image_folder(folder, 16, "loras@ink")
+    Image.new("RGBA", (16, 16)).save(folder / "b.png")
+    Image.new("RGB", (16, 16)).save(folder / "c.png")
+    (folder / "d.png").write_bytes(b"not a png")
+    (folder / "captions.csv").write_text("file,caption\na.png,an ink drawing\nb.png,rgba ink\na.png,again\nd.png,broken\n"
+                                         "e.png,gone\n,no file\nc.png,\n")
+    images, captions, rejects = read_image_folder(folder, 16, "loras@ink")
+    assert images.shape == (1, 16, 16, 3) and captions == ["an ink drawing"]  # 40x24 resized and centre-cropped
+    reasons = {(r["item"].rsplit("/", 1)[-1], r["reason"]) for r in rejects}
+    assert reasons == {("b.png", "not_rgb"), ("a.png", "duplicate_caption"), ("d.png", "undecodable"), ("e.png", "missing_file"),
+                       ("captions.csv:7", "missing_file"), ("c.png", "empty_caption")}
+    assert all(r["stage"] == "loras@ink" for r in rejects) and len(rejects) == 6
+    (folder / "captions.csv").write_text("file,caption\nb.png,rgba ink\n")  # a, c and d have no row now
+    with pytest.raises(IngestError, match=r"ink: no usable image \(4 rejected: missing_caption, not_rgb"):
+        read_image_folder(folder, 16, "loras@ink")

@@ -265,22 +265,33 @@ class VideoAdapterStageConfig(Section):
 
 class LorasStageConfig(Section):
     """Stage `loras` (DVC foreach over `concepts`): one LoRA per subject or style on the
-    frozen backbone, checked with a concept classifier (full: resolve `pretrained`)."""
+    frozen backbone. Shapes: trained on renders, checked with a concept classifier. Full:
+    `pretrained[concept]` resolved when given, else trained on the user's images of the concept
+    (`images_dir/<concept>/`), prior preservation from the backbone's own samples."""
 
     concepts: tuple[str, ...] = Field(("star", "cross", "scanlines", "sketch"), description="Shapes: reserved subjects and styles, one LoRA each")
-    pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft layout)")
+    pretrained: dict[str, str] = Field(default_factory=dict, description="full profile: concept -> LoRA directory (diffusers/peft "
+                                       "layout) used as it is; a concept without one is trained from images_dir")
+    images_dir: str = Field("raw/loras", description="full profile: a concept's images are <images_dir>/<concept>/ with captions.csv "
+                            "(file,caption; raw/loras/README.md)")
+    prior_images: int = Field(0, ge=0, description="full profile: prior-preservation images the frozen backbone samples from the "
+                              "captions without the concept's words; 0 = as many as the concept's images")
+    size: int = Field(512, ge=8, description="full profile: training image size (resized, centre-cropped; the samples' size too)")
     rank: int = Field(8, ge=1)
     target_modules: tuple[str, ...] = Field(
         ("to_q", "to_k", "to_v", "to_out.0"),
         description="UNet layers (name suffixes, peft's target_modules) the LoRA adapts: attention projections; a "
         "style that changes every pixel also needs the resnets' convolutions (conv1, conv2)")
     token_embeddings: bool = Field(
-        True, description="Shapes: the concept's own words' token embeddings learn with the LoRA (textual inversion + "
-        "LoRA, 'pivotal tuning'), so the words switch the concept on; saved beside the LoRA")
+        True, description="the concept's own words' token embeddings learn with the LoRA (textual inversion + LoRA, "
+        "'pivotal tuning'), so the words switch the concept on; saved beside the LoRA. Only for concepts with Shapes words "
+        "(world.vocab.CONCEPT_WORDS): off at full scale for any other concept (metrics: params_token_embeddings 0)")
     train: TrainConfig = TrainConfig(steps=400, lr=2e-3, warmup_steps=20, checkpoint_every=200, log_every=20, mixed_precision="auto")
-    batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes (prior preservation)")
+    batch_size: int = Field(16, ge=2, description="half with the concept, half base-world scenes or (full) the backbone's own "
+                            "samples (prior preservation)")
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="as the backbone's, so classifier-free guidance keeps working")
-    eval_samples: int = Field(64, ge=1, description="samples per condition in the check")
+    eval_samples: int = Field(64, ge=1, description="samples per condition in the check (full: the first captions of the "
+                              "concept's and as many prior captions, LoRA on and off)")
     eval_steps: int = Field(24, ge=1)
     guidance_scale: float = Field(3.0, ge=1)
     detector_steps: int = Field(1000, ge=1, description="training steps of the concept classifier used by the check")

@@ -267,7 +267,9 @@ def _check_texts(row: SourceRow, count_tokens: Callable[[str], int] | None, max_
             raise RowError("caption_too_long", f"{row.where}: {said}, more than {max_tokens}")
 
 
-def _decode(ref: bytes | Path, field: str, where: str) -> np.ndarray:
+def decode_rgb(ref: bytes | Path, field: str, where: str) -> np.ndarray:
+    """An RGB image (uint8 (H, W, 3)) from a file or encoded bytes, named `<where> <field>`
+    in the RowError (missing_file, not_rgb, undecodable) that says why it cannot be one."""
     name = f"{where} {field}" + (f" ({ref})" if isinstance(ref, Path) else "")
     if isinstance(ref, Path) and not ref.is_file():
         raise RowError("missing_file", f"{name}: no such file")
@@ -284,7 +286,7 @@ def _decode(ref: bytes | Path, field: str, where: str) -> np.ndarray:
 
 
 def _pair_row(row: SourceRow, size: int, test_fraction: float) -> dict[str, Any]:
-    before, after = (_decode(row.images[k], k, row.where) for k in ("input_image", "edited_image"))  # type: ignore[arg-type]
+    before, after = (decode_rgb(row.images[k], k, row.where) for k in ("input_image", "edited_image"))  # type: ignore[arg-type]
     if before.shape != after.shape:
         raise RowError("size_mismatch", f"{row.where}: input_image is {before.shape[1]}x{before.shape[0]}, "
                                         f"edited_image {after.shape[1]}x{after.shape[0]} (width x height); they must match")
