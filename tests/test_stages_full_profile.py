@@ -1,6 +1,6 @@
-"""The model stages on the full profile: they resolve pretrained weights (a hub id or a local
+"""The model stages on the full profile, given weights: they resolve them (a hub id or a local
 directory, here tiny models of the same classes saved to a temp dir), record where they are,
-and fail with a message naming the key when they cannot."""
+and fail with a message naming the key when they cannot (training them: test_teachers_full.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import pytest
 
 from eve_fdd.config import Config
+from eve_fdd.data import tables
 from eve_fdd.models.adapters import add_lora, edit_adapter, video_adapter
 from eve_fdd.models.backbone import tiny_backbone
 from eve_fdd.models.registry import trained_path
@@ -42,7 +43,11 @@ def _full(**sections) -> Config:
 def test_edit_adapter_resolves_a_pretrained_controlnet(saved, tmp_path):
     out = s_edit.build(_full(edit_adapter={"pretrained": str(saved / "controlnet")}), tmp_path / "pairs.parquet", tmp_path / "bb", tmp_path / "out")
     assert out.metrics == {"trained": 0} and trained_path(tmp_path / "out") == str(saved / "controlnet")
-    with pytest.raises(ValueError, match="edit_adapter.pretrained"):
+    # without given weights it trains on the ingested pairs: none ingested is an error naming both ways out
+    with pytest.raises(FileNotFoundError, match="pairs.parquet"):
+        s_edit.build(_full(), tmp_path / "pairs.parquet", tmp_path / "bb", tmp_path / "out2")
+    tables.write_table(tables.EDIT_PAIRS, [], tmp_path / "pairs.parquet")
+    with pytest.raises(ValueError, match=r"no edit pairs.*edit_pairs.ingest.source.*edit_adapter.pretrained"):
         s_edit.build(_full(), tmp_path / "pairs.parquet", tmp_path / "bb", tmp_path / "out2")
 
 
