@@ -29,7 +29,6 @@ keyword rule (TASK_RULES); `counts` says how many accepted rows took each way.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -47,7 +46,7 @@ from tqdm import tqdm
 
 from ..config import EditIngestConfig
 from ..world.vocab import TASKS
-from .ingest import IngestError, _reject
+from .ingest import IngestError, _reject, csv_records
 from .splits import split_of
 from .tables import frames_to_bytes
 from .video import resize_center_crop
@@ -216,15 +215,7 @@ def _folder_records(index: Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
                     record = None
                 yield line, record if isinstance(record, dict) else None
         return
-    with index.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        header = [name.strip() for name in reader.fieldnames or []]
-        missing = [c for c in FOLDER_FIELDS if c not in header]
-        if missing:
-            raise IngestError(f"{index}: missing columns {missing} (expected {', '.join(FOLDER_FIELDS)}, optional task; found {header})")
-        reader.fieldnames = header
-        for record in reader:
-            yield reader.line_num, record
+    yield from csv_records(index, FOLDER_FIELDS, f"expected {', '.join(FOLDER_FIELDS)}, optional task")
 
 
 def _folder_rows(root: Path, index: Path) -> Iterator[SourceRow]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm import tqdm
 
@@ -37,21 +37,28 @@ def _read_captions(csv_path: Path) -> list[CaptionRow]:
     expected = f"expected a CSV with header columns {', '.join(REQUIRED_COLUMNS)}"
     if not csv_path.is_file():
         raise IngestError(f"{csv_path}: captions file not found ({expected})")
+    rows = []
+    for line, record in csv_records(csv_path, REQUIRED_COLUMNS, expected):
+        # csv leaves absent trailing fields as None.
+        file = (record["file"] or "").strip().replace("\\", "/")
+        caption = (record["caption"] or "").strip()
+        rows.append(CaptionRow(line, str(PurePosixPath(file)) if file else "", caption))
+    return rows
+
+
+def csv_records(path: Path, required: tuple[str, ...], expected: str) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """(line, record) per row of a CSV whose header names the `required` columns (header names
+    stripped); a missing one stops with `expected` in the message."""
     # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = [name.strip() for name in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
+        missing = [c for c in required if c not in header]
         if missing:
-            raise IngestError(f"{csv_path}: missing columns {missing} ({expected}; found {header})")
+            raise IngestError(f"{path}: missing columns {missing} ({expected}; found {header})")
         reader.fieldnames = header
-        rows = []
         for record in reader:
-            # csv leaves absent trailing fields as None.
-            file = (record["file"] or "").strip().replace("\\", "/")
-            caption = (record["caption"] or "").strip()
-            rows.append(CaptionRow(reader.line_num, str(PurePosixPath(file)) if file else "", caption))
-    return rows
+            yield reader.line_num, record
 
 
 def _scan_clips(root: Path, extensions: set[str]) -> list[str]:

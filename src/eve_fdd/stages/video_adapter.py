@@ -29,6 +29,7 @@ from ..diffusion import NoiseSchedule, make_scheduler
 from ..models.adapters import EditVideoModel, motion_parameters, video_adapter
 from ..models.placement import Placement, module_device
 from ..models.registry import build_backbone, given_teacher, load_pretrained, trained_path
+from ..models.space import pixels_from_uint8
 from ..train import video_adapter as tv
 from ..train.loop import Objective, TrainingOutputs, epoch_batch, train
 
@@ -52,7 +53,7 @@ def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSched
 
         def batch(step: int):
             idx = epoch_batch(len(frames), v.batch_size, step, cfg.seed)
-            return tv.to_pixels(frames[idx]), [texts[i] for i in idx]
+            return pixels_from_uint8(frames[idx]), [texts[i] for i in idx]
 
     def loss(data, g):
         with torch.no_grad():  # the text encoder and the VAE are frozen
@@ -70,7 +71,7 @@ def held_out(cfg: Config, videos: Path) -> tuple[torch.Tensor, list[str], list]:
     if cfg.profile == "shapes":
         return tv.clips(cfg.world, cfg.seed, VIDEO_ADAPTER_EVAL_STREAM, range(v.eval_clips))
     frames, texts = tv.table_clips(videos, "test")
-    return tv.to_pixels(frames[: v.eval_clips]), texts[: v.eval_clips], []
+    return pixels_from_uint8(frames[: v.eval_clips]), texts[: v.eval_clips], []
 
 
 def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,

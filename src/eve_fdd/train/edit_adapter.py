@@ -29,7 +29,7 @@ from ..models.backbone import Backbone
 from ..models.placement import module_device, randn
 from ..world import EditSpec, Scene, apply_edit
 from ..world.detect import detect
-from .backbone import to_uint8
+from .backbone import to_uint8, to_unit
 
 CHANGED = 0.5 / 255  # a pixel is "changed by the edit" when any channel differs at all (both images are exact renders)
 
@@ -53,21 +53,17 @@ class EditPairs:
 
     @property
     def source(self) -> torch.Tensor:
-        return _pixels(self.source_u8)
+        return to_unit(self.source_u8)
 
     @property
     def target(self) -> torch.Tensor:
-        return _pixels(self.target_u8)
+        return to_unit(self.target_u8)
 
     def take(self, index: list[int] | np.ndarray) -> "EditPairs":
         idx = [int(i) for i in index]
         return EditPairs([self.ids[i] for i in idx], [self.tasks[i] for i in idx], self.source_u8[idx], self.target_u8[idx],
                          [self.captions[i] for i in idx], [self.instructions[i] for i in idx],
                          [self.output_scenes[i] for i in idx] if self.output_scenes else [])
-
-
-def _pixels(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def load_pairs(path: Any, split: str) -> EditPairs:

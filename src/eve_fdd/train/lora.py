@@ -21,6 +21,8 @@ prior captions (it should not), `check_change`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,21 @@ def batch(world: Any, seed: int, stream: int, step: int, batch_size: int, concep
     return to_unit(np.concatenate([with_c, without])), [caption(s) for s in s1 + s0]
 
 
+@contextmanager
+def concept_off(backbone: Any, tokens: Any = None) -> Iterator[None]:
+    """The plain backbone for the duration: its LoRA adapters and the learned concept-word
+    embeddings (`tokens`, if any) off; both back on after, also when sampling fails."""
+    backbone.unet.disable_adapters()
+    if tokens is not None:
+        tokens.detach()
+    try:
+        yield
+    finally:
+        backbone.unet.enable_adapters()
+        if tokens is not None:
+            tokens.attach()
+
+
 @dataclass
 class LoraCheck:
     metrics: dict[str, float]
@@ -58,30 +75,18 @@ def check(backbone: Any, adapter: str, scheduler: Any, world: Any, seed: int, co
     and `tokens`, the learned concept-word embeddings, if any, off)."""
     detector = train_detector(concept, world, seed, CONCEPT_DETECTOR_TRAIN_STREAM, CONCEPT_DETECTOR_EVAL_STREAM,
                               count=detector_renders, steps=detector_steps)
-    schedule = NoiseSchedule.from_scheduler(scheduler)
-    timesteps = inference_timesteps(scheduler, steps)
     _, with_c = renders(world, seed, LORA_EVAL_STREAM, range(count), concept)
     _, without = renders(world, seed, LORA_EVAL_STREAM, range(count, 2 * count), None)
     prompted, unprompted = [caption(s) for s in with_c], [caption(s) for s in without]
 
     def draw(captions: list[str], offset: int) -> np.ndarray:
-        return np.concatenate([
-            sample(backbone, schedule, timesteps, captions[i : i + 16], world.size, torch.Generator().manual_seed(seed * 7919 + offset + i), guidance_scale)
-            for i in range(0, len(captions), 16)
-        ])
+        return draw_samples(backbone, scheduler, captions, world.size, seed, steps, guidance_scale, offset)
 
     backbone.unet.eval()
     backbone.unet.set_adapters([adapter])
     on_prompted, on_unprompted = draw(prompted, 0), draw(unprompted, 10_000)
-    backbone.unet.disable_adapters()
-    if tokens is not None:
-        tokens.detach()
-    try:
+    with concept_off(backbone, tokens):
         off_prompted = draw(prompted, 0)
-    finally:  # the model leaves as it came, also when sampling fails
-        backbone.unet.enable_adapters()
-        if tokens is not None:
-            tokens.attach()
     metrics = {
         "detector_accuracy": detector.held_out_accuracy,
         "present.prompted": float(detector(on_prompted).mean()),
@@ -168,15 +173,8 @@ def check_change(backbone: Any, adapter: str, scheduler: Any, captions: list[str
     backbone.unet.eval()
     backbone.unet.set_adapters([adapter])
     on = draw_samples(backbone, scheduler, texts, size, seed, steps, guidance_scale)
-    backbone.unet.disable_adapters()
-    if tokens is not None:
-        tokens.detach()
-    try:
+    with concept_off(backbone, tokens):
         off = draw_samples(backbone, scheduler, texts, size, seed, steps, guidance_scale)
-    finally:  # the model leaves as it came, also when sampling fails
-        backbone.unet.enable_adapters()
-        if tokens is not None:
-            tokens.attach()
     change = np.abs(on.astype(np.float32) - off.astype(np.float32)).reshape(len(texts), -1).mean(1) / 255.0
     n = len(captions)
     metrics = {"lora_change": float(change[:n].mean()), "prior_change": float(change[n:].mean()) if len(texts) > n else 0.0}

@@ -57,11 +57,6 @@ def table_clips(videos: Any, split: str) -> tuple[np.ndarray, list[str]]:
     return np.stack([tables.frames_from_row(r) for r in rows]), [r["caption"] for r in rows]
 
 
-def to_pixels(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (N, F, H, W, 3) -> clips (N, 3, F, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-
-
 def clips_to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 3, F, H, W) in [-1, 1] -> uint8 (B, F, H, W, 3)."""
     b, c, f, h, w = x.shape
