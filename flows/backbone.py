@@ -15,9 +15,13 @@ from .training import run_training_stage
 OUT_DIR = Path("data/backbone")
 
 
+def build(cfg, on_log, item=None):
+    return backbone.build(cfg, OUT_DIR, on_log=on_log)
+
+
 @flow(name="backbone", log_prints=True)
 def backbone_flow(params: str = "params.yaml") -> dict[str, float]:
-    return run_training_stage(backbone, lambda cfg, on_log: backbone.build(cfg, OUT_DIR, on_log=on_log), params)
+    return run_training_stage(backbone, build, params)
 
 
 def main() -> None:

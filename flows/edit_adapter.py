@@ -17,9 +17,13 @@ BACKBONE = Path("data/backbone")
 OUT_DIR = Path("data/edit_adapter")
 
 
+def build(cfg, on_log, item=None):
+    return edit_adapter.build(cfg, PAIRS, BACKBONE, OUT_DIR, on_log=on_log)
+
+
 @flow(name="edit_adapter", log_prints=True)
 def edit_adapter_flow(params: str = "params.yaml") -> dict[str, float]:
-    return run_training_stage(edit_adapter, lambda cfg, on_log: edit_adapter.build(cfg, PAIRS, BACKBONE, OUT_DIR, on_log=on_log), params)
+    return run_training_stage(edit_adapter, build, params)
 
 
 def main() -> None:

@@ -15,12 +15,13 @@ from .training import run_training_stage
 DATA = Path("data")
 
 
+def build(cfg, on_log, variant):
+    return fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet",
+                     DATA / "backbone", DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd" / variant, on_log=on_log)
+
+
 @flow(name="fdd", log_prints=True)
 def fdd_flow(variant: str, params: str = "params.yaml") -> dict[str, float]:
-    def build(cfg, on_log):
-        return fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet",
-                         DATA / "backbone", DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd" / variant, on_log=on_log)
-
     return run_training_stage(fdd, build, params, item=variant)
 
 

@@ -15,13 +15,14 @@ from .training import run_training_stage
 DATA = Path("data")
 
 
+def build(cfg, on_log, concept):
+    return fdd_personal.build(cfg, concept, DATA / "instructions" / "subject_style_instructions.parquet",
+                              DATA / "videos" / "videos.parquet", DATA / "backbone", DATA / "edit_adapter",
+                              DATA / "loras" / concept, DATA / "fdd_personal" / concept, on_log=on_log)
+
+
 @flow(name="fdd_personal", log_prints=True)
 def fdd_personal_flow(concept: str, params: str = "params.yaml") -> dict[str, float]:
-    def build(cfg, on_log):
-        return fdd_personal.build(cfg, concept, DATA / "instructions" / "subject_style_instructions.parquet",
-                                  DATA / "videos" / "videos.parquet", DATA / "backbone", DATA / "edit_adapter",
-                                  DATA / "loras" / concept, DATA / "fdd_personal" / concept, on_log=on_log)
-
     return run_training_stage(fdd_personal, build, params, item=concept)
 
 

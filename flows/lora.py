@@ -16,9 +16,13 @@ BACKBONE = Path("data/backbone")
 OUT_DIR = Path("data/loras")
 
 
+def build(cfg, on_log, concept):
+    return lora.build(cfg, concept, BACKBONE, OUT_DIR / concept, on_log=on_log)
+
+
 @flow(name="loras", log_prints=True)
 def lora_flow(concept: str, params: str = "params.yaml") -> dict[str, float]:
-    return run_training_stage(lora, lambda cfg, on_log: lora.build(cfg, concept, BACKBONE, OUT_DIR / concept, on_log=on_log), params, item=concept)
+    return run_training_stage(lora, build, params, item=concept)
 
 
 def main() -> None:

@@ -15,10 +15,13 @@ from .training import run_training_stage
 OUT_DIR = Path("data/metric_models")
 
 
+def build(cfg, on_log, kind):
+    return metric_models.build(cfg, kind, OUT_DIR / kind, on_log=on_log)
+
+
 @flow(name="metric_models", log_prints=True)
 def metric_models_flow(kind: str, params: str = "params.yaml") -> dict[str, float]:
-    return run_training_stage(metric_models, lambda cfg, on_log: metric_models.build(cfg, kind, OUT_DIR / kind, on_log=on_log),
-                              params, item=kind)
+    return run_training_stage(metric_models, build, params, item=kind)
 
 
 def main() -> None:

@@ -16,9 +16,13 @@ BACKBONE = Path("data/backbone")
 OUT_DIR = Path("data/video_adapter")
 
 
+def build(cfg, on_log, item=None):
+    return video_adapter.build(cfg, BACKBONE, OUT_DIR, on_log=on_log)
+
+
 @flow(name="video_adapter", log_prints=True)
 def video_adapter_flow(params: str = "params.yaml") -> dict[str, float]:
-    return run_training_stage(video_adapter, lambda cfg, on_log: video_adapter.build(cfg, BACKBONE, OUT_DIR, on_log=on_log), params)
+    return run_training_stage(video_adapter, build, params)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from eve_fdd.train.loop import TrainConfig, latest_checkpoint, lr_at, train
+from eve_fdd.train.parallel import Shard
 
 
 def _model(seed: int = 0) -> dict[str, torch.nn.Module]:
@@ -22,8 +23,8 @@ def _model(seed: int = 0) -> dict[str, torch.nn.Module]:
 def _step_fn(modules):
     target = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
 
-    def step(i, gen):
-        x = torch.randn(16, 4, generator=gen)
+    def step(i, gen, shard=Shard()):
+        x = torch.randn(shard.size(16), 4, generator=gen)
         y = (x * target).sum(1, keepdim=True)
         pred = modules["head"](modules["frozen"](x))
         return ((pred - y) ** 2).mean(), {"x_mean": float(x.mean())}
@@ -99,9 +100,9 @@ def test_a_killed_run_with_dropout_and_carried_state_resumes_bit_identically(tmp
         buf = _Buffer()
         base = _step_fn(m)
 
-        def step(i, gen):
+        def step(i, gen, shard=Shard()):
             buf.values[i % 4] = torch.rand(())  # the global generator, reseeded per step by the loop
-            loss, logs = base(i, gen)
+            loss, logs = base(i, gen, shard)
             if kill_at is not None and i == kill_at:
                 raise KeyboardInterrupt  # killed mid-run, after the step-4 checkpoint
             return loss + buf.values.sum() * 1e-2, logs
@@ -145,10 +146,10 @@ def test_a_cosine_schedule_resumes_where_the_run_was_killed(tmp_path):
     first = _model()
     step = _step_fn(first)
 
-    def killed_at_7(i, gen):
+    def killed_at_7(i, gen, shard=Shard()):
         if i == 7:
             raise KeyboardInterrupt
-        return step(i, gen)
+        return step(i, gen, shard)
 
     with pytest.raises(KeyboardInterrupt):
         train(first, killed_at_7, cfg, tmp_path / "cut", progress=False)
@@ -174,15 +175,15 @@ def test_ema_ends_with_the_averaged_weights(tmp_path):
 def test_clear_errors(tmp_path):
     frozen = {"frozen": torch.nn.Linear(2, 2).requires_grad_(False)}
     with pytest.raises(ValueError, match="nothing to train"):
-        train(frozen, lambda i, g: (torch.zeros(()), {}), CFG, tmp_path / "a", progress=False)
+        train(frozen, lambda i, g, s: (torch.zeros(()), {}), CFG, tmp_path / "a", progress=False)
     m = _model()
     with pytest.raises(FloatingPointError, match="step 0"):
-        train(m, lambda i, g: (torch.tensor(float("nan"), requires_grad=True), {}), CFG, tmp_path / "b", progress=False)
+        train(m, lambda i, g, s: (torch.tensor(float("nan"), requires_grad=True), {}), CFG, tmp_path / "b", progress=False)
     m = _model()
     train(m, _step_fn(m), CFG.model_copy(update={"steps": 4}), tmp_path / "c", progress=False)
     other = {"head": torch.nn.Linear(4, 1)}
     with pytest.raises(ValueError, match="does not match the model's trainable parameters"):
-        train(other, lambda i, g: (other["head"](torch.ones(1, 4)).sum(), {}), CFG, tmp_path / "c", progress=False)
+        train(other, lambda i, g, s: (other["head"](torch.ones(1, 4)).sum(), {}), CFG, tmp_path / "c", progress=False)
 
 
 def test_checkpoints_of_another_run_are_not_resumed(tmp_path):
@@ -203,11 +204,11 @@ def _with_critic(seed: int = 0):
     main = _step_fn(m)
     seen = []
 
-    def step(i, gen):
-        loss, logs = main(i, gen)
+    def step(i, gen, shard=Shard()):
+        loss, logs = main(i, gen, shard)
         return loss, logs
 
-    def critic_step(i, gen):
+    def critic_step(i, gen, shard=Shard()):
         seen.append(i)
         x = torch.randn(8, 1, generator=gen)
         return ((critic_modules["critic"](x) - 2 * x) ** 2).mean(), {"critic_x": float(x.mean())}
@@ -250,9 +251,9 @@ def test_mixed_precision_autocasts_the_step_and_keeps_float32_weights(tmp_path, 
     inner = _step_fn(m)
     seen = []
 
-    def step(i, gen):
+    def step(i, gen, shard=Shard()):
         seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
-        return inner(i, gen)
+        return inner(i, gen, shard)
 
     res = train(m, step, CFG.model_copy(update={"mixed_precision": precision}), tmp_path, progress=False)
     assert all(on == (precision == "bf16") for on, _ in seen) and len(seen) == 12

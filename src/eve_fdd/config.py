@@ -211,6 +211,24 @@ class TrainConfig(Section):
         "CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX), else no")
     log_every: int = Field(10, ge=1)
     seed: int = 0
+    micro_batches: int = Field(1, ge=1, description="micro-batches per step, each with its own random streams; spread over the "
+                               "processes of train.launcher (a multiple of their count), the rest accumulated. What a step "
+                               "computes depends on this, not on the process count (train/parallel.py)")
+
+
+class LaunchConfig(Section):
+    """How the training stages (the adapters, metric models, fdd, fdd_personal) are started:
+    in their flow's own process, or under `accelerate launch` with several processes."""
+
+    launcher: str = Field("", description="'' = one process; else an accelerate launch command, e.g. 'accelerate launch "
+                          "--multi_gpu --num_processes 8' (checked with accelerate's own parser; the stage's module is added)")
+
+    @model_validator(mode="after")
+    def _accelerate_accepts(self) -> "LaunchConfig":
+        from .train.parallel import launcher_command
+
+        launcher_command(self.launcher, "train.launcher")
+        return self
 
 
 class BackboneStageConfig(Section):
@@ -339,6 +357,8 @@ class FddConfig(Section):
     seed: int = Field(0, description="FDD's own seed (LoRA init, noise, pool order, evaluation noise); the teachers keep the top-level seed")
     iterations: int = Field(150, ge=0, description="paper: 1,500")
     batch_size: int = Field(2, ge=1, description="clips per iteration (paper: 64)")
+    micro_batches: int = Field(1, ge=1, description="micro-batches per iteration (fdd and fdd_personal), spread over the processes "
+                               "of train.launcher, the rest accumulated (TrainConfig.micro_batches)")
     lr: float = Field(1e-4, gt=0, description="the student's LoRA; constant, no warm-up (paper: 1e-5)")
     k: int = Field(3, ge=1, description="student steps, backpropagated through (paper: 3)")
     kbin_first: Literal["last", "drawn"] = Field(
@@ -466,6 +486,7 @@ class Config(Section):
     metric_models: MetricModelsConfig = MetricModelsConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
+    train: LaunchConfig = LaunchConfig()
 
     @model_validator(mode="after")
     def _personal_concepts_have_loras(self) -> "Config":

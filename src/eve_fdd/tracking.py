@@ -200,12 +200,19 @@ class ParentRun:
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.id = client, run_id
 
-    def log_metrics(self, metrics: Mapping[str, float | str]) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | str], step: int | None = None) -> None:
         numbers, texts = split_metrics(metrics)
         for k, v in numbers.items():
-            self.client.log_metric(self.id, k, v)
+            self.client.log_metric(self.id, k, v, step=step)
         for k, v in texts.items():
             self.client.set_tag(self.id, k, v)
+
+
+def client_run(run_id: str) -> ParentRun:
+    """A run another process opened (the flow of a stage whose training `accelerate launch`
+    started: its rank 0 logs the live loss into the flow's run), written through `MlflowClient`
+    at the tracking URI of the environment."""
+    return ParentRun(MlflowClient(), run_id)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from ..evaluate.plots import timestep_histogram
 from ..models.placement import Placement
 from ..models.space import PixelSpace
 from ..train.loop import Critic, TrainResult, train
+from ..train.parallel import Shard
 from ..train.video_adapter import clips_to_uint8
 from .discriminators import EditDiscriminator, FrozenFeatures, VideoDiscriminator
 from .fdd import FDD
@@ -39,6 +40,7 @@ class RunSettings:
     gradient_checkpointing: bool
     seed: int
     discriminator_lr: float
+    micro_batches: int = 1  # train/parallel.py: each draws batch_size / micro_batches clips from the pool
 
 
 def discriminators(d: DiscriminatorConfig, text_dim: int, frames: int, network: Any) -> tuple[EditDiscriminator, VideoDiscriminator]:
@@ -65,25 +67,28 @@ def train_fdd(fdd: FDD, pool: TeacherPool, run: RunSettings, checkpoints: Path, 
     held: dict[str, Any] = {}
     timesteps: list[list[float]] = []
 
-    def student_step(step: int, g: torch.Generator):
-        if pool.batch is None:
-            pool.fill()
-        else:
-            pool.refresh(step)
-        batch, edit_real, video_real = pool.draw(run.batch_size, g)
+    def student_step(step: int, g: torch.Generator, shard: Shard):
+        if held.get("pool_step") != step:  # once per step, whatever the micro-batches (the same on every rank)
+            if pool.batch is None:
+                pool.fill()
+            else:
+                pool.refresh(step)
+            held["pool_step"] = step
+        batch, edit_real, video_real = pool.draw(shard.size(run.batch_size), g)
         loss, logs, fake, pixels = fdd.student_step(batch, step, g)
-        held.update(batch=batch, fake=fake, pixels=pixels, edit_real=edit_real, video_real=video_real)
+        held[shard.index] = dict(batch=batch, fake=fake, pixels=pixels, edit_real=edit_real, video_real=video_real)
         timesteps.append([logs[f"timestep.{i}"] for i in range(fdd.settings.k)])
-        if snapshot is not None and snapshot_every and (step % snapshot_every == 0 or step == run.iterations - 1):
+        if snapshot is not None and snapshot_every and shard.index == 0 and (step % snapshot_every == 0 or step == run.iterations - 1):
             snapshot(step, batch, fake, edit_real, video_real)
         return loss, logs
 
-    def discriminator_step(step: int, g: torch.Generator):
-        return fdd.discriminator_step(held["batch"], held["fake"], held["edit_real"], held["video_real"], held["pixels"])
+    def discriminator_step(step: int, g: torch.Generator, shard: Shard):
+        h = held.pop(shard.index)
+        return fdd.discriminator_step(h["batch"], h["fake"], h["edit_real"], h["video_real"], h["pixels"])
 
     train_cfg = TrainConfig(steps=run.iterations, lr=run.lr, warmup_steps=0, grad_clip=run.grad_clip,
                             checkpoint_every=run.checkpoint_every, log_every=run.log_every,
-                            gradient_checkpointing=run.gradient_checkpointing, seed=run.seed)
+                            gradient_checkpointing=run.gradient_checkpointing, seed=run.seed, micro_batches=run.micro_batches)
     critic = Critic({"d_edit": fdd.d_edit, "d_video": fdd.d_video}, discriminator_step, run.discriminator_lr,
                     active=fdd.settings.discriminators_train)
     result = train(fdd.student.modules(), student_step, train_cfg, checkpoints, progress=progress, on_log=on_log,

@@ -202,11 +202,14 @@ class ConceptTokens(torch.nn.Module):
         self._handle = None
 
     def _replace(self, module: Any, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        match = args[0].unsqueeze(-1) == self.ids.to(args[0].device)  # (..., L, words)
-        if not bool(match.any()):
-            return output
+        return self(args[0], output)  # through this module's own call, so DDP (train/parallel.py) sees the rows used
+
+    def forward(self, ids: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """The token embedding's output `embedded` of token `ids`, with these rows where a
+        concept word is (the rows take part even where none is: each DDP replica uses them)."""
+        match = ids.unsqueeze(-1) == self.ids.to(ids.device)  # (..., L, words)
         rows = match.to(self.rows.dtype) @ self.rows  # each position's row (zero where no word matches)
-        return torch.where(match.any(-1, keepdim=True), rows.to(output.dtype), output)
+        return torch.where(match.any(-1, keepdim=True), rows.to(embedded.dtype), embedded)
 
     def attach(self) -> "ConceptTokens":
         if self._handle is None:

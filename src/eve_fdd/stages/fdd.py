@@ -155,7 +155,7 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
 
 def run_settings(f: FddConfig) -> RunSettings:
     return RunSettings(f.iterations, f.batch_size, f.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
-                       f.seed, f.discriminator.lr)
+                       f.seed, f.discriminator.lr, f.micro_batches)
 
 
 @torch.no_grad()

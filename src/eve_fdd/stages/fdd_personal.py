@@ -126,7 +126,7 @@ def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone
     pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items), edit_teacher, concept_teacher,
                        teacher_steps, p.pool_size, p.pool_refresh, f.seed)
     run = RunSettings(p.iterations, p.batch_size, p.lr, f.grad_clip, f.checkpoint_every, f.log_every, f.gradient_checkpointing,
-                      f.seed, f.discriminator.lr)
+                      f.seed, f.discriminator.lr, f.micro_batches)
     scale = display_scale(cfg.frame_size)
     samples = ProgressSamples(out_dir / "progress", fps=1, scale=scale, space=space)
     result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every,

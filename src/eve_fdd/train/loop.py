@@ -1,9 +1,11 @@
 """The one training loop every adapter stage uses (backbone, edit adapter, video adapter, LoRAs).
 
 A stage gives it the modules to train (only parameters with `requires_grad` are trained and
-saved) and a `step_fn(step, generator) -> (loss, logs)` that draws its own batch from the
-generator, which is seeded by (seed, step); torch's global generator (dropout, LoRA dropout,
-anything a library draws without a generator) is reseeded from (seed, step) too. So a run
+saved) and a `step_fn(step, generator, shard) -> (loss, logs)` that computes micro-batch
+`shard` of the step's batch (train/parallel.py: `TrainConfig.micro_batches`, spread over the
+processes `accelerate launch` started, the rest accumulated) and draws its randomness from the
+generator, which is seeded by (seed, step, micro-batch); torch's global generator (dropout, LoRA
+dropout, anything a library draws without a generator) is reseeded from them too. So a run
 interrupted and resumed from a checkpoint takes exactly the steps the uninterrupted run would
 have taken, and two runs of the same config end with the same weights (bit-identical in
 float32 on the CPU; CUDA kernels with atomic adds are not deterministic unless torch is told
@@ -36,8 +38,9 @@ import torch
 
 from ..config import TrainConfig
 from ..models.placement import Placement, native_bf16, resolve_precision  # noqa: F401 (the loop's precision, re-exported)
+from .parallel import RankDone, Shard, micro_seed, my_shards, replicate_trained, weights_agree
 
-StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
+StepFn = Callable[[int, torch.Generator, Shard], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -50,9 +53,13 @@ class Objective:
     batch: Callable[[int], Any]
     loss: Callable[[Any, torch.Generator], torch.Tensor]
     batch_size: int
+    _made: tuple[int, Any] | None = field(default=None, init=False, repr=False)
 
-    def step_fn(self, step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.loss(self.batch(step), generator), {}
+    def step_fn(self, step: int, generator: torch.Generator, shard: Shard = Shard()) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of micro-batch `shard` of the step's batch (made once per step)."""
+        if self._made is None or self._made[0] != step:
+            self._made = (step, self.batch(step))
+        return self.loss(shard.take(self._made[1]), generator), {}
 
 
 def epoch_batch(n: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -133,10 +140,11 @@ class TrainingOutputs:
     artifacts: list[Path] = field(default_factory=list)
 
 
-def global_seed(seed: int, step: int) -> int:
-    """The seed of torch's global generator at `step`: from (seed, step) like the step's own
-    generator, but a different number, so dropout masks and the step's noise are independent."""
-    return (seed * 1_000_003 + step) ^ 0x5DEECE66D
+def global_seed(seed: int, step: int, shard: int = 0) -> int:
+    """The seed of torch's global generator at `step` (micro-batch `shard`): from them like the
+    micro-batch's own generator, but a different number, so dropout masks and the step's noise
+    are independent."""
+    return micro_seed(seed, step, shard) ^ 0x5DEECE66D
 
 
 def trainable(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Parameter]:
@@ -168,7 +176,12 @@ def train(
     `placement` (models/placement.py; by default resolved from `cfg.mixed_precision`) is where
     the trained modules go and whether the steps run under bf16 autocast; the stage places its
     frozen models and `step_fn` makes its tensors on that device. `state` is checkpointed with
-    the weights and restored (on that device) when the run resumes."""
+    the weights and restored (on that device) when the run resumes.
+
+    Under `accelerate launch` with several processes (train/parallel.py) each computes its
+    share of the micro-batches, the trained modules (and the critic's) are DDP replicas, the
+    logged loss and terms are the means over all micro-batches, rank 0 alone writes
+    checkpoints and calls `on_log`, and every other rank raises `RankDone` at the end."""
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -179,6 +192,8 @@ def train(
         raise ValueError(f"nothing to train: no parameter of {sorted(modules)} requires gradients")
     placement = placement or Placement.resolve(cfg.mixed_precision)
     accelerator = Accelerator(cpu=placement.device.type == "cpu")
+    world, main = accelerator.num_processes, accelerator.is_main_process
+    mine = my_shards(cfg.micro_batches, world, accelerator.process_index)
     # bf16 autocast by hand, not Accelerator(mixed_precision=...): accelerate's state is one per
     # process and refuses a second setting, and one process may train several models (tests, FDD)
     bf16 = placement.bf16
@@ -191,6 +206,10 @@ def train(
                 module.enable_gradient_checkpointing()
     for module in modules.values():
         module.train()
+    if world > 1:
+        replicate_trained(modules)
+        if critic is not None:
+            replicate_trained(critic.modules)
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     opt = accelerator.prepare(opt)
     roles = [(params, opt)]
@@ -208,55 +227,99 @@ def train(
     result = TrainResult(step=0, resumed_from=0)
     ckpt = latest_checkpoint(out_dir)
     if ckpt is not None and json.loads((ckpt / "state.json").read_text()).get("fingerprint", "") != fingerprint:
-        print(f"train: {ckpt.parent} holds checkpoints of another run (fingerprint differs): starting over")
-        shutil.rmtree(ckpt.parent)
+        accelerator.wait_for_everyone()  # every rank has read it before rank 0 removes it
+        if main:
+            print(f"train: {ckpt.parent} holds checkpoints of another run (fingerprint differs): starting over")
+            shutil.rmtree(ckpt.parent)
         ckpt = None
+    accelerator.wait_for_everyone()
     if ckpt is not None:
         result = _load(ckpt, roles, ema, state, placement.device)
     result.bf16 = bf16
     start = time.perf_counter()
-    bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(result.step, cfg.steps), initial=result.step, total=cfg.steps, desc="train", disable=not (progress and main), mininterval=1.0)
+    shards = [Shard(j, cfg.micro_batches) for j in mine]
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        torch.manual_seed(global_seed(cfg.seed, step))  # not gen's stream: the two must not coincide
-        with placement.autocast():
-            loss, logs = step_fn(step, gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        logs = {**logs, "grad_norm": float(accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip))}
+        gens, losses, terms = [], [], []
+        for shard in shards:  # this rank's micro-batches, gradients accumulated (and averaged over the ranks by DDP)
+            gen = torch.Generator().manual_seed(micro_seed(cfg.seed, step, shard.index))
+            torch.manual_seed(global_seed(cfg.seed, step, shard.index))  # not gen's stream: the two must not coincide
+            with placement.autocast():
+                loss, logs = step_fn(step, gen, shard)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
+            accelerator.backward(loss / len(shards))
+            gens.append(gen)
+            losses.append(loss.detach())
+            terms.append(logs)
+        logs = {"grad_norm": float(accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip))}
         opt.step()
         if ema is not None:
             ema.step(list(params.values()))
         if critic is not None and critic.active(step):
-            with placement.autocast():
-                critic_loss, critic_logs = critic.step_fn(step, gen)
-            if not torch.isfinite(critic_loss):
-                raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
             copt.zero_grad(set_to_none=True)
-            accelerator.backward(critic_loss)
+            critic_losses, critic_terms = [], []
+            for shard, gen in zip(shards, gens):
+                with placement.autocast():
+                    critic_loss, critic_logs = critic.step_fn(step, gen, shard)
+                if not torch.isfinite(critic_loss):
+                    raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
+                accelerator.backward(critic_loss / len(shards))
+                critic_losses.append(critic_loss.detach())
+                critic_terms.append(critic_logs)
             norm = accelerator.clip_grad_norm_(list(critic_params.values()), cfg.grad_clip)
             copt.step()
-            logs = {**logs, **critic_logs, "critic.loss": float(critic_loss.detach()), "critic.grad_norm": float(norm)}
+            terms = [{**t, **c, "critic.loss": cl} for t, c, cl in zip(terms, critic_terms, critic_losses)]
+            logs["critic.grad_norm"] = float(norm)
         result.step = step + 1
         if step % cfg.log_every == 0 or result.step == cfg.steps:
-            row = {"step": step, "loss": float(loss.detach()), **{k: float(v) for k, v in logs.items()}}
+            row = {"step": step, "loss": _mean(accelerator, losses), **_means(accelerator, terms), **logs}
             result.curve.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
-            if on_log:
+            if on_log and main:
                 on_log(row)
         if result.step % cfg.checkpoint_every == 0 and result.step < cfg.steps:
-            _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
+            _checkpoint(accelerator, out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
     result.seconds = time.perf_counter() - start
     last = latest_checkpoint(out_dir)
     done = last is not None and last.name == f"step-{result.step:06d}"
-    result.checkpoint = last if done else _save(out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
+    result.checkpoint = last if done else _checkpoint(accelerator, out_dir, result, roles, ema, cfg.keep_checkpoints, fingerprint, state)
     if ema is not None:
         ema.copy_to(list(params.values()))  # the modules end with the averaged weights
+    if not main:
+        raise RankDone(f"rank {accelerator.process_index} of {world}: training done at step {result.step}")
     return result
+
+
+def _mean(accelerator: Any, values: list[torch.Tensor]) -> float:
+    """The mean of this rank's micro-batch values, averaged over the ranks (all micro-batches alike)."""
+    local = values[0] if len(values) == 1 else torch.stack(values).mean()
+    if accelerator.num_processes > 1:
+        local = accelerator.reduce(local.float().clone(), reduction="mean")
+    return float(local)
+
+
+def _means(accelerator: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each logged term's mean over every micro-batch of the step (the keys of the first)."""
+    keys = list(rows[0]) if rows else []
+    return {k: _mean(accelerator, [torch.as_tensor(r[k], dtype=torch.float64, device=accelerator.device) for r in rows]) for k in keys}
+
+
+def _checkpoint(accelerator: Any, out_dir: Path, result: TrainResult, roles: Roles, ema: Any, keep: int, fingerprint: str,
+                state: Stateful | None) -> Path:
+    """Rank 0 writes the checkpoint (every rank holds the same weights: checked first when there
+    are several) and the others wait for it."""
+    if accelerator.num_processes > 1:
+        differ = weights_agree({n: p for role, _ in roles for n, p in role.items()})
+        if differ:
+            raise RuntimeError(f"train: after step {result.step} the processes hold different weights for {differ[:5]}: their "
+                               "gradients were not averaged (a trained module must run its own forward for DDP to see it)")
+    path = _save(out_dir, result, roles, ema, keep, fingerprint, state) if accelerator.is_main_process else None
+    accelerator.wait_for_everyone()
+    return path or latest_checkpoint(out_dir)
 
 
 Roles = list[tuple[dict[str, torch.nn.Parameter], Any]]  # (trainable parameters by name, their optimiser) per role
