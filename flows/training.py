@@ -49,6 +49,7 @@ def run_training_stage(stage: ModuleType, build: Build, params: str, item: str |
 
         train = f"train-{stage.STAGE.replace('_', '-')}"
         if launcher:  # NO_CACHE: the task's inputs (the MLflow run, its callback) are not hashable
+            run.set_tags({"train.launcher": cfg.train.launcher})
             out = task(launched, name=train, cache_policy=NO_CACHE)(launcher, build, params, item, run.id)
         else:
             out = task(build, name=train, cache_policy=NO_CACHE)(cfg, on_log, item)

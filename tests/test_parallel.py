@@ -63,7 +63,7 @@ def _close(a: tuple, b: tuple) -> None:
     (curve_a, weights_a), (curve_b, weights_b) = a, b
     assert [r["step"] for r in curve_a] == [r["step"] for r in curve_b]
     for ra, rb in zip(curve_a, curve_b):
-        for k in ("loss", "critic.loss", "x_mean", "grad_norm"):
+        for k in ("loss", "critic.loss", "x_mean", "grad_norm", "sds.edit", "adv.edit"):
             if k in ra:
                 assert rb[k] == pytest.approx(ra[k], rel=TOLERANCE, abs=TOLERANCE), (ra["step"], k)
     assert weights_a.keys() == weights_b.keys()
@@ -116,6 +116,25 @@ def test_two_processes_take_the_steps_one_process_takes(tmp_path):
     _close(one, _toy(tmp_path / "b", 12, 2))
 
 
+def test_fdd_with_its_critic_and_pool_takes_the_same_steps_on_two_processes(tmp_path, tiny_backbone_dir):
+    """Stage fdd (SDS, then the discriminators from iteration 3; the teacher pool filled by
+    every process): 2 micro-batches of one clip, by 1 process or by 2."""
+    from parallel_toy import fdd_run
+    from test_stage_fdd import CFG, TASKS
+
+    from conftest import fdd_inputs
+
+    (tmp_path / "inputs").mkdir()
+    paths = fdd_inputs(CFG, TASKS, tiny_backbone_dir, tmp_path / "inputs")
+    (tmp_path / "inputs" / "paths.json").write_text(json.dumps({k: str(v) for k, v in paths.items()}))
+    fdd_run(tmp_path / "inputs", tmp_path / "one")
+    sh([sys.executable, "-m", "accelerate.commands.launch", *launcher(2).split()[2:], str(TOY), "fdd", str(tmp_path / "inputs"),
+        str(tmp_path / "two")], cwd=ROOT, env=_env(), timeout=600)
+    runs = [(json.loads((tmp_path / n / "curve.json").read_text()), load_file(tmp_path / n / "weights.safetensors")) for n in ("one", "two")]
+    assert any("critic.loss" in r for r in runs[0][0])  # the adversarial phase ran
+    _close(*runs)
+
+
 def _edit_project(root: Path, tiny_backbone_dir: Path, launch: str) -> Path:
     from eve_fdd.stages import edit_pairs
 
@@ -154,3 +173,4 @@ def test_a_stage_trains_under_the_launcher_as_in_one_process(tmp_path, tiny_back
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train.loss")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]  # rank 0 alone logged the live loss, once per step
     assert run.info.status == "FINISHED" and run.data.metrics["steps"] == 4
+    assert run.data.tags["train.launcher"].startswith("accelerate launch --multi_gpu --num_processes 2")

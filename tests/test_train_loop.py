@@ -184,6 +184,10 @@ def test_clear_errors(tmp_path):
     other = {"head": torch.nn.Linear(4, 1)}
     with pytest.raises(ValueError, match="does not match the model's trainable parameters"):
         train(other, lambda i, g, s: (other["head"](torch.ones(1, 4)).sum(), {}), CFG, tmp_path / "c", progress=False)
+    wider = _model()  # the same names, another width (a checkpoint of another model config under the same fingerprint)
+    wider["head"][0], wider["head"][2] = torch.nn.Linear(4, 16), torch.nn.Linear(16, 1)
+    with pytest.raises(ValueError, match=r"another model configuration: shapes differ for \['head.0.weight \(8, 4\) \(model: \(16, 4\)\)"):
+        train(wider, _step_fn(wider), CFG, tmp_path / "c", progress=False)
 
 
 def test_checkpoints_of_another_run_are_not_resumed(tmp_path):

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..diffusion import NoiseSchedule, ddim_sample
-from ..models.adapters import EditVideoModel, add_lora, load_lora, motion_parameters, with_first_frame
+from ..models.adapters import EditVideoModel, add_lora, is_motion_unet, load_lora, motion_parameters, with_first_frame
 from .batch import EditBatch
 from .teachers import guided
 
@@ -35,7 +35,7 @@ class Student:
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, *, lora_name: str = "fdd", lora_rank: int = 4,
                  trainable: str = "lora", gradient_checkpointing: bool = False, first_frame: bool = True,
                  lora: str | Path | None = None):
-        if first_frame and type(unet).__name__ != "UNetMotionModel":
+        if first_frame and not is_motion_unet(unet):
             raise ValueError(f"Student: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
         if trainable not in TRAINABLE:
             raise ValueError(f"Student: trainable={trainable!r}; expected one of {TRAINABLE}")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..diffusion import NoiseSchedule, ddim_sample
-from ..models.adapters import EditVideoModel, load_lora, with_first_frame
+from ..models.adapters import EditVideoModel, is_motion_unet, load_lora, with_first_frame
 from .batch import EditBatch
 
 
@@ -96,7 +96,7 @@ class EditTeacher(_FromOutput):
 
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0,
                  empty_emb: torch.Tensor | None = None):
-        if type(unet).__name__ == "UNetMotionModel":
+        if is_motion_unet(unet):
             raise ValueError("EditTeacher: expected the image backbone (UNet2DConditionModel), got a UNetMotionModel")
         if guidance_scale != 1.0 and empty_emb is None:
             raise ValueError("EditTeacher: guidance_scale != 1 needs empty_emb (the encoded empty text)")
@@ -136,7 +136,7 @@ class VideoTeacher:
     needs_first = True  # the pool makes the edited first frame it is conditioned on
 
     def __init__(self, unet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0, empty_emb: torch.Tensor | None = None):
-        if type(unet).__name__ != "UNetMotionModel":
+        if not is_motion_unet(unet):
             raise ValueError(f"VideoTeacher: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
         if guidance_scale != 1.0 and empty_emb is None:
             raise ValueError("VideoTeacher: guidance_scale != 1 needs empty_emb (the encoded empty text)")
@@ -187,7 +187,7 @@ class ConceptTeacher(_FromOutput):
         return _guided_copy(self, scale)
 
     def __init__(self, unet: Any, schedule: NoiseSchedule, guidance_scale: float = 1.0, empty_emb: torch.Tensor | None = None):
-        if type(unet).__name__ == "UNetMotionModel":
+        if is_motion_unet(unet):
             raise ValueError("ConceptTeacher: expected the image backbone with the LoRA fused (UNet2DConditionModel), got a UNetMotionModel")
         if guidance_scale != 1.0 and empty_emb is None:
             raise ValueError("ConceptTeacher: guidance_scale != 1 needs empty_emb (the encoded empty text)")

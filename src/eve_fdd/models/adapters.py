@@ -262,6 +262,14 @@ def batch_to_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
     return x.reshape(bf // frames, frames, c, h, w).transpose(1, 2)
 
 
+def is_motion_unet(unet: Any) -> bool:
+    """A UNetMotionModel (backbone + temporal layers)? By class, not class name: DDP
+    (train/parallel.py) subclasses a trained module in place."""
+    from diffusers import UNetMotionModel
+
+    return isinstance(unet, UNetMotionModel)
+
+
 @dataclass
 class EditVideoModel:
     """Backbone (a `UNet2DConditionModel`, or a `UNetMotionModel` when the video adapter is
@@ -280,7 +288,7 @@ class EditVideoModel:
 
     @property
     def is_video(self) -> bool:
-        return type(self.unet).__name__ == "UNetMotionModel"
+        return is_motion_unet(self.unet)
 
     def __call__(self, x, t, caption_emb, instruction_emb=None, source=None, tasks=None):
         # the conditions on the sample's device (timesteps and task labels are often made on the CPU)

@@ -366,6 +366,10 @@ def _load(ckpt: Path, roles: Roles, ema: Any, extra: Stateful | None = None, dev
     if set(weights) != set(params):
         extra, missing = sorted(set(weights) - set(params)), sorted(set(params) - set(weights))
         raise ValueError(f"{ckpt}: checkpoint does not match the model's trainable parameters (missing {missing[:5]}, unexpected {extra[:5]})")
+    wrong = [f"{n} {tuple(weights[n].shape)} (model: {tuple(p.shape)})" for n, p in params.items() if weights[n].shape != p.shape]
+    if wrong:
+        raise ValueError(f"{ckpt}: checkpoint of another model configuration: shapes differ for {wrong[:3]}; remove "
+                         f"{ckpt.parent} to start over, or restore the config it was written with")
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(weights[n])

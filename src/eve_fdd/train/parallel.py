@@ -104,6 +104,9 @@ def replicate_trained(modules: dict[str, torch.nn.Module]) -> None:
     for module in modules.values():
         if any(p.requires_grad for p in module.parameters()) and not getattr(module, "_eve_replicated", False):
             replicate(module, broadcast_buffers=False)
+            # DDP now, not at the first forward (its default): that may be a teacher's, with the
+            # LoRA switched off (peft then marks it frozen) and so nothing to train in sight
+            replicate.state(module).lazy_init()
             module._eve_replicated = True
 
 
