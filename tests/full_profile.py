@@ -355,7 +355,9 @@ def full_smoke_params(params: dict, models: dict[str, Path], gguf: Path, concept
     p["edit_pairs"]["ingest"].update(source="raw/edit_pairs", size=32)
     p["edit_adapter"].update(pretrained="", conditioning_channels=[16, 32], batch_size=2, eval_pairs=3, eval_steps=2, samples=2)
     p["edit_adapter"]["train"].update(steps=3, checkpoint_every=2, log_every=1, warmup_steps=0)
-    p["video_adapter"]["pretrained"] = str(models["motion"])
+    # the video adapter trains on the ingested clips' train split, starting from the tiny MotionAdapter (as from AnimateDiff's)
+    p["video_adapter"].update(pretrained="", init=str(models["motion"]), heads=2, batch_size=2, eval_clips=1, eval_steps=2, samples=1)
+    p["video_adapter"]["train"].update(steps=3, checkpoint_every=2, log_every=1, warmup_steps=0)
     # the LoRA trains on a tiny folder of the concept's images in raw/loras/<concept> (lora_image_folder), in latent space
     p["loras"].update(concepts=[concept], pretrained={}, images_dir="raw/loras", prior_images=2, size=32, batch_size=2,
                       eval_samples=1, eval_steps=2, samples=2)

@@ -140,7 +140,7 @@ def _edit_project(root: Path, tiny_backbone_dir: Path, launch: str) -> Path:
 
     cfg = Config(models={"backbone": {"tiny": TINY_BACKBONE}},
                  edit_pairs={"count": 24, "test_fraction": 0.34, "shard_size": 24, "samples": 0},
-                 edit_adapter={"train": {"steps": 4, "checkpoint_every": 2, "log_every": 1, "micro_batches": 2},
+                 edit_adapter={"train": {"steps": 4, "checkpoint_every": 2, "log_every": 1, "micro_batches": 2, "gradient_checkpointing": True},
                                "batch_size": 4, "eval_pairs": 4, "eval_steps": 2, "samples": 1},
                  train={"launcher": launch})
     root.mkdir(parents=True)
@@ -152,7 +152,7 @@ def _edit_project(root: Path, tiny_backbone_dir: Path, launch: str) -> Path:
 
 
 def test_a_stage_trains_under_the_launcher_as_in_one_process(tmp_path, tiny_backbone_dir, prefect_api):
-    """`python -m flows.edit_adapter` with `train.launcher` set: 2 processes, their loss logged
+    """`python -m flows.edit_adapter` with `train.launcher` set (and gradient checkpointing): 2 processes, their loss logged
     live by rank 0 into the flow's MLflow run; the same curve and adapter as 1 process."""
     import mlflow
 

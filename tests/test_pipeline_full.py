@@ -67,6 +67,8 @@ def test_every_stage_runs_on_the_full_profile(full_repro):
     pairs = json.loads((dest / "metrics/edit_pairs.json").read_text())
     assert pairs["pairs"] == 8 and pairs["pretrained_edit_adapter"] == 0  # ingested from raw/edit_pairs
     assert json.loads((dest / "metrics/edit_adapter.json").read_text())["steps"] == 3  # trained on them, not resolved
+    video = json.loads((dest / "metrics/video_adapter.json").read_text())
+    assert video["steps"] == 3 and "check.init.frame_change" in video  # trained on the clips from the given MotionAdapter
     lora = json.loads((dest / "metrics/loras/watercolour.json").read_text())
     assert lora["steps"] == 3 and lora["train_images"] == 6  # trained from raw/loras/watercolour, not resolved
     text = (dest / "report/tables.md").read_text()
