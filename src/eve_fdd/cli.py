@@ -179,25 +179,26 @@ def _command(sub: Any, name: str, what: str, example: str) -> argparse.ArgumentP
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced.",
+    parser = argparse.ArgumentParser(prog="eve-fdd", description="EVE / Factorized Diffusion Distillation, reproduced: edit a video, check "
+                                     "params and tables, render Shapes, run a human evaluation.",
                                      epilog="example:\n  eve-fdd edit clip.mp4 --instruction 'make the background black' "
                                             "--caption 'a red circle on a black background' -o edited.mp4",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = _command(sub, "params", "validate params.yaml and print the resolved config", "eve-fdd params --params params.yaml")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     p.set_defaults(func=cmd_params)
-    p = _command(sub, "inspect", "check a parquet table against its schema and summarise it",
-                 "eve-fdd inspect data/instructions/instructions.parquet --rows 5")
-    p.add_argument("table")
-    p.add_argument("--rows", type=int, default=3)
+    p = _command(sub, "inspect", "check a videos or rejects parquet table against its schema and summarise it",
+                 "eve-fdd inspect data/videos/videos.parquet --rows 5")
+    p.add_argument("table", help="a videos table (data/videos/videos.parquet) or a rejects table (data/*/rejects.parquet)")
+    p.add_argument("--rows", type=int, default=3, help="first rows to print (default: 3)")
     p.set_defaults(func=cmd_inspect)
     p = _command(sub, "render", "render a Shapes video (and optionally its ground-truth edit)",
                  "eve-fdd render --seed 3 --task remove -o shapes.gif")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task", choices=TASKS)
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="the scene's seed (and the edit's)")
+    p.add_argument("--task", choices=TASKS, help="also render the ground-truth edit of this task, beside the input")
+    p.add_argument("--frames", type=int, default=8, help="frames of the video (default: 8)")
+    p.add_argument("--size", type=int, default=32, help="frame side in pixels (default: 32)")
     p.add_argument("-o", "--output", default="shapes.gif", help=".gif (side by side) or .png (contact sheet)")
     p.set_defaults(func=cmd_render)
     p = _command(sub, "edit", "edit a video (mp4 or gif, any length) with a trained FDD student",
@@ -209,11 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, help="the edit adapter's task label (default: read from the instruction)")
     p.add_argument("-o", "--output", required=True, help="the edited video, .mp4 or .gif")
     p.add_argument("--model", default="data/fdd/full", help="a stage fdd output directory (default: data/fdd/full)")
-    p.add_argument("--backbone", default="data/backbone")
-    p.add_argument("--edit-adapter", default="data/edit_adapter")
-    p.add_argument("--video-adapter", default="data/video_adapter")
+    p.add_argument("--backbone", default="data/backbone", help="stage backbone's output directory (default: data/backbone)")
+    p.add_argument("--edit-adapter", default="data/edit_adapter", help="stage edit_adapter's output directory (default: data/edit_adapter)")
+    p.add_argument("--video-adapter", default="data/video_adapter", help="stage video_adapter's output directory (default: data/video_adapter)")
     p.add_argument("--params", default="params.yaml", help="the params the model was trained with")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the noise of the edit (default: 0)")
     p.add_argument("--scale", type=int, default=1, help="upscale the output by this integer factor (nearest neighbour)")
     p.add_argument("--min-side", type=int, default=16, help="refuse videos whose short side is smaller than this")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -224,10 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     h = _command(hsub, "export", "comparison sets of evaluated methods (stage evaluate / baselines outputs)",
                  "eve-fdd human-eval export --against full --methods no_align edit_frames -o human_eval")
     h.add_argument("--against", default="full", help="the method every other is compared with (default: full)")
-    h.add_argument("--methods", nargs="+", default=["no_align", "edit_frames", "sdedit_75"])
-    h.add_argument("-o", "--output", default="human_eval")
-    h.add_argument("--data", default="data")
-    h.add_argument("--params", default="params.yaml")
+    h.add_argument("--methods", nargs="+", default=["no_align", "edit_frames", "sdedit_75"],
+                   help="the methods compared with it (default: no_align edit_frames sdedit_75)")
+    h.add_argument("-o", "--output", default="human_eval", help="the folder to write (pairs, key.csv, index.html)")
+    h.add_argument("--data", default="data", help="the project's data directory (default: data)")
+    h.add_argument("--params", default="params.yaml", help="the params the methods were evaluated with")
     h.add_argument("--seed", type=int, default=0, help="draws the sides and the order")
     h.add_argument("--scale", type=int, default=4, help="upscale the videos by this integer factor")
     h.set_defaults(func=cmd_human_export)
