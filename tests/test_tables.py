@@ -114,3 +114,15 @@ def test_frames_to_bytes_checks_layout():
         tables.frames_to_bytes(np.zeros((2, 4, 4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\(F, H, W, 3\)"):
         tables.frames_to_bytes(np.zeros((4, 4, 3), dtype=np.uint8))
+
+
+def test_inspect_checks_and_summarises_an_edit_pairs_table(tmp_path, capsys):
+    from eve_fdd.cli import main
+    from eve_fdd.config import Config
+    from eve_fdd.stages import edit_pairs
+
+    out = edit_pairs.run(Config(edit_pairs={"count": 8, "test_fraction": 0.25, "shard_size": 8, "samples": 0}), tmp_path)
+    assert main(["inspect", str(out.pairs), "--rows", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "edit_pairs table, 8 rows, schema valid" in text and "split: {" in text and "task: {" in text
+    assert "bytes>" in text  # the images are shown as their size

@@ -35,7 +35,7 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def _spec_for(path: Path) -> tables.TableSpec | None:
     names = set(pq.read_schema(path).names)
-    for spec in (tables.VIDEOS, tables.REJECTS):
+    for spec in (tables.VIDEOS, tables.INSTRUCTIONS, tables.EDIT_PAIRS, tables.REJECTS):
         if names == set(spec.schema.names):
             return spec
     return None
@@ -56,10 +56,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if spec is tables.REJECTS:
         for reason, n in Counter(r["reason"] for r in rows).most_common():
             print(f"  {reason}: {n}")
-    else:
-        print("splits:", dict(Counter(r["split"] for r in rows)))
+    for key in ("split", "set", "task", "status"):  # what each table has of these
+        if rows and key in rows[0]:
+            print(f"{key}:", dict(Counter(r[key] for r in rows)))
     for row in rows[: args.rows]:
-        shown = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v) for k, v in row.items() if k != "scene"}
+        shown = {k: (f"<{len(v)} bytes>" if isinstance(v, bytes) else v if not isinstance(v, str) or len(v) <= 120 else v[:117] + "...")
+                 for k, v in row.items() if k != "scene"}
         print(" ", shown)
     return 0
 
@@ -188,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "params", "validate params.yaml and print the resolved config", "eve-fdd params --params params.yaml")
     p.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     p.set_defaults(func=cmd_params)
-    p = _command(sub, "inspect", "check a videos or rejects parquet table against its schema and summarise it",
+    p = _command(sub, "inspect", "check a videos, instructions, edit-pairs or rejects parquet table against its schema and summarise it",
                  "eve-fdd inspect data/videos/videos.parquet --rows 5")
-    p.add_argument("table", help="a videos table (data/videos/videos.parquet) or a rejects table (data/*/rejects.parquet)")
+    p.add_argument("table", help="data/videos/videos.parquet, data/instructions/instructions.parquet, data/edit_pairs/pairs.parquet or data/*/rejects.parquet")
     p.add_argument("--rows", type=int, default=3, help="first rows to print (default: 3)")
     p.set_defaults(func=cmd_inspect)
     p = _command(sub, "render", "render a Shapes video (and optionally its ground-truth edit)",
