@@ -8,7 +8,8 @@ work: the same steps, global batch and micro-batches, so the loss curves must ag
 
 Three runs, each in fresh processes: 1 process with every core's threads, 1 process with one
 thread, 2 processes with (cores / 2) threads each. samples/s = steps x batch size / rank 0's
-loop time (data, compute, gradient all-reduce, logging). Run it alone.
+loop time (data, compute, gradient all-reduce, logging), after one warm-up step outside it.
+Run it alone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def worker(args: argparse.Namespace) -> None:
     (_, train_cfg, obj), = objectives(cfg, [args.stage])
     run_cfg = train_cfg.model_copy(update={"steps": args.steps, "micro_batches": args.micro_batches, "checkpoint_every": 10**6,
                                            "log_every": 1, "mixed_precision": "no"})
+    obj.loss(obj.batch(0), torch.Generator().manual_seed(0)).backward()  # warm-up (allocations, lazy init), outside the timing
     with tempfile.TemporaryDirectory() as tmp:
         try:
             res = train(obj.modules, obj.step_fn, run_cfg, Path(tmp) / "run", progress=False)
