@@ -44,21 +44,27 @@ def run_training_stage(stage: ModuleType, build: Build, params: str, item: str |
     plot = Path("plots") / (f"{stage.STAGE}/{item}_loss.json" if item else f"{stage.STAGE}_loss.json")
     launcher = launcher_command(cfg.train.launcher)
     with tracking.stage_run(cfg, name, stage.PARAMS, env=os.environ) as run:
-        def on_log(row: dict[str, float]) -> None:  # every logged term: losses, grad norms, timesteps, ...
-            run.log_metrics({f"train.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
-
         train = f"train-{stage.STAGE.replace('_', '-')}"
         if launcher:  # NO_CACHE: the task's inputs (the MLflow run, its callback) are not hashable
             run.set_tags({"train.launcher": cfg.train.launcher})
             out = task(launched, name=train, cache_policy=NO_CACHE)(launcher, build, params, item, run.id)
         else:
-            out = task(build, name=train, cache_policy=NO_CACHE)(cfg, on_log, item)
+            out = task(build, name=train, cache_policy=NO_CACHE)(cfg, live_loss(run), item)
         tracking.write_metrics(out.metrics, metrics)
         tracking.write_curve(out.curve, plot)
         run.log_metrics(out.metrics)
         run.log_artifacts(out.artifacts)
         print(f"{name}: {json.dumps(out.metrics)}")
         return out.metrics
+
+
+def live_loss(run: Any) -> Callable[[dict[str, float]], None]:
+    """The training loop's `on_log` for `run` (a StageRun, or the client run of a launched rank 0):
+    every logged term (losses, grad norms, timesteps, ...) as `train.<term>` at its step."""
+    def on_log(row: dict[str, float]) -> None:
+        run.log_metrics({f"train.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+
+    return on_log
 
 
 def launched(launcher: list[str], build: Build, params: str, item: str | None, run_id: str) -> TrainingOutputs:

@@ -29,17 +29,14 @@ def main() -> None:
     from eve_fdd.config import load_config
     from eve_fdd.train.parallel import RankDone
 
-    from .training import write_outputs
+    from .training import live_loss, write_outputs
 
     # the process group, before any model is built; on a machine without CUDA accelerate sets
     # one up (gloo) only when told the processes run on the CPU (as models/placement.py does)
     state = PartialState(cpu=not torch.cuda.is_available())
     cfg = load_config(args.params)
-    run = tracking.client_run(args.run_id) if state.is_main_process else None
-
-    def on_log(row: dict[str, float]) -> None:
-        if run is not None:
-            run.log_metrics({f"train.{k}": v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+    # rank 0 alone logs (the loop calls on_log on rank 0 only)
+    on_log = live_loss(tracking.client_run(args.run_id)) if state.is_main_process else None
 
     try:
         out = importlib.import_module(args.module).build(cfg, on_log, args.item)

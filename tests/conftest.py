@@ -224,18 +224,23 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     return dest, env
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory):
     """One Prefect server for the session's `dvc repro` runs: the environment that points their
     flows at it. Without it every stage's flow starts (and stops) a temporary server of its own,
     5-15 s each on this machine."""
-    import socket
-
     from flows.serve import start_server, stop
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     home = tmp_path_factory.mktemp("prefect-session")
     server = start_server("127.0.0.1", port, home)
     try:

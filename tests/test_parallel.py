@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from safetensors.torch import load_file
 from eve_fdd.config import Config, ConfigError, load_config
 from eve_fdd.train.parallel import Shard, launcher_command, micro_seed, my_shards
 
-from conftest import TINY_BACKBONE, sh
+from conftest import TINY_BACKBONE, free_port, sh
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -29,16 +28,10 @@ TOY = HERE / "parallel_toy.py"
 TOLERANCE = 1e-5
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launcher(processes: int = 2) -> str:
     """2 processes on this machine (accelerate's multi-process launcher; gloo where there is no GPU)."""
     return (f"accelerate launch --multi_gpu --num_processes {processes} --num_machines 1 --mixed_precision no "
-            f"--dynamo_backend no --main_process_port {_port()}")
+            f"--dynamo_backend no --main_process_port {free_port()}")
 
 
 def _env() -> dict[str, str]:

@@ -243,33 +243,15 @@ def train(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule)
         opt.zero_grad(set_to_none=True)
-        gens, losses, terms = [], [], []
-        for shard in shards:  # this rank's micro-batches, gradients accumulated (and averaged over the ranks by DDP)
-            gen = torch.Generator().manual_seed(micro_seed(cfg.seed, step, shard.index))
-            torch.manual_seed(global_seed(cfg.seed, step, shard.index))  # not gen's stream: the two must not coincide
-            with placement.autocast():
-                loss, logs = step_fn(step, gen, shard)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
-            accelerator.backward(loss / len(shards))
-            gens.append(gen)
-            losses.append(loss.detach())
-            terms.append(logs)
+        gens = [torch.Generator().manual_seed(micro_seed(cfg.seed, step, shard.index)) for shard in shards]
+        losses, terms = _accumulate(accelerator, placement, step_fn, step, shards, gens, out_dir, "loss", reseed=cfg.seed)
         logs = {"grad_norm": float(accelerator.clip_grad_norm_(list(params.values()), cfg.grad_clip))}
         opt.step()
         if ema is not None:
             ema.step(list(params.values()))
         if critic is not None and critic.active(step):
             copt.zero_grad(set_to_none=True)
-            critic_losses, critic_terms = [], []
-            for shard, gen in zip(shards, gens):
-                with placement.autocast():
-                    critic_loss, critic_logs = critic.step_fn(step, gen, shard)
-                if not torch.isfinite(critic_loss):
-                    raise FloatingPointError(f"critic loss is {critic_loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
-                accelerator.backward(critic_loss / len(shards))
-                critic_losses.append(critic_loss.detach())
-                critic_terms.append(critic_logs)
+            critic_losses, critic_terms = _accumulate(accelerator, placement, critic.step_fn, step, shards, gens, out_dir, "critic loss")
             norm = accelerator.clip_grad_norm_(list(critic_params.values()), cfg.grad_clip)
             copt.step()
             terms = [{**t, **c, "critic.loss": cl} for t, c, cl in zip(terms, critic_terms, critic_losses)]
@@ -292,6 +274,26 @@ def train(
     if not main:
         raise RankDone(f"rank {accelerator.process_index} of {world}: training done at step {result.step}")
     return result
+
+
+def _accumulate(accelerator: Any, placement: Placement, step_fn: StepFn, step: int, shards: list[Shard],
+                gens: list[torch.Generator], out_dir: Path, what: str, reseed: int | None = None) -> tuple[list[torch.Tensor], list[dict]]:
+    """One role's backward over this rank's micro-batches (gradients accumulated, each loss
+    divided by their count; DDP averages over the ranks). `reseed`: the run's seed, from which
+    torch's global generator is reseeded before each micro-batch (the main role; its critic
+    continues the same streams). Returns the detached losses and the logged terms."""
+    losses, terms = [], []
+    for shard, gen in zip(shards, gens):
+        if reseed is not None:
+            torch.manual_seed(global_seed(reseed, step, shard.index))  # not gen's stream: the two must not coincide
+        with placement.autocast():
+            loss, logs = step_fn(step, gen, shard)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{what} is {loss.item()} at step {step}; last checkpoint: {latest_checkpoint(out_dir)}")
+        accelerator.backward(loss / len(shards))
+        losses.append(loss.detach())
+        terms.append(logs)
+    return losses, terms
 
 
 def _mean(accelerator: Any, values: list[torch.Tensor]) -> float:

@@ -89,12 +89,6 @@ def my_shards(micro_batches: int, processes: int, rank: int, key: str = "micro_b
     return list(range(rank * m, (rank + 1) * m))
 
 
-def check_split(batch_size: int, micro_batches: int, key: str) -> None:
-    if batch_size % micro_batches:
-        raise ValueError(f"{key}: a batch of {batch_size} cannot be split into {micro_batches} micro-batches of equal size "
-                         f"(make the batch size a multiple of micro_batches)")
-
-
 def replicate_trained(modules: dict[str, torch.nn.Module]) -> None:
     """torch's DDP, in place, on every module with trained parameters (gradients averaged over
     the processes in its backward). Buffers are not broadcast at each forward: rank 0 alone runs
