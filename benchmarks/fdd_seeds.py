@@ -4,10 +4,14 @@ MLflow), for a quick multi-seed table on a machine with more cores; the tracked 
 
     python benchmarks/fdd_seeds.py --seeds 0 1 2 --variants full no_align [--jobs 3] [--out fdd_seeds.json]
     python benchmarks/fdd_seeds.py --import-exps    # seeds run as `dvc exp run -S fdd.seed=N` experiments
+    python benchmarks/fdd_seeds.py --lever warmup50 --set fdd.discriminator.warmup=50 --seeds 0 1 2 --variants full
 
 Every (variant, seed) measured is merged into results/fdd_seeds.json (`--results`), the file
 stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. Seed 0 is
 taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0.
+A lever (`--lever NAME` with its `--set KEY=VALUE` params, as `dvc exp run -S`) goes to
+results/fdd_levers.json instead (`--lever-results`): {NAME: {"set": ..., "commit": ...,
+"runs": {variant: {seed: metrics}}}}, never into the report's seeds.
 
 Each (variant, seed) runs in its own process (torch threads = cores / jobs), with its own
 checkpoint and output folders under `--work`; prints mean ± std over seeds of the held-out
@@ -31,11 +35,11 @@ KEYS = ("eval.fidelity.all.mean", "eval.fidelity.changed.mean", "eval.fidelity.k
 DATA = Path("data")
 
 
-def one(params: str, variant: str, seed: int, work: Path) -> dict:
+def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None = None) -> dict:
     from eve_fdd.config import load_config
     from eve_fdd.stages import fdd
 
-    cfg = load_config(params, {"fdd.seed": seed})  # the teachers stay those `dvc repro` trained
+    cfg = load_config(params, {**(overrides or {}), "fdd.seed": seed})  # the teachers stay those `dvc repro` trained
     start = time.perf_counter()
     out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
                     DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False)
@@ -52,10 +56,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--results", type=Path, default=Path("results/fdd_seeds.json"))
     parser.add_argument("--import-exps", action="store_true", help="merge the fdd metrics of this project's DVC experiments")
+    parser.add_argument("--lever", default=None, help="name of the params change measured (results go to --lever-results)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params.yaml value for these runs, as dvc exp run -S (value read as YAML); repeatable")
+    parser.add_argument("--lever-results", type=Path, default=Path("results/fdd_levers.json"))
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    overrides = parse_overrides(args.overrides)
+    if overrides and not args.lever:
+        parser.error("--set needs --lever NAME: results of changed params never go into the report's seeds")
     if args.one:
-        print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work)))
+        print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work, overrides)))
         return
     if args.import_exps:
         merge(args.results, exp_rows())
@@ -65,7 +76,8 @@ def main() -> None:
 
     def run(job):
         variant, seed = job
-        cmd = [sys.executable, __file__, "--params", args.params, "--work", str(args.work), "--one", variant, str(seed)]
+        cmd = [sys.executable, __file__, "--params", args.params, "--work", str(args.work / (args.lever or "default")),
+               *(f"--set={o}" for o in args.overrides), "--one", variant, str(seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -84,7 +96,38 @@ def main() -> None:
     print(json.dumps(table, indent=2))
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "table": table}, indent=2))
-    merge(args.results, rows)
+    if args.lever:
+        merge_lever(args.lever_results, args.lever, overrides, rows)
+    else:
+        merge(args.results, rows)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. fdd.discriminator.warmup=50")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict]) -> None:
+    """Add a lever's rows to `path` under its name, with its params and the commit measured."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    entry = data.setdefault(lever, {"set": overrides, "runs": {}})
+    if entry["set"] != overrides:
+        raise SystemExit(f"{path}: lever {lever!r} was measured with {entry['set']}, not {overrides}: give it another name")
+    entry["commit"] = commit
+    for r in rows:
+        entry["runs"].setdefault(r["variant"], {})[str(r["seed"])] = {
+            k: r[k] for k in sorted(r) if k in ("setup", "seconds", "train_seconds") or k.startswith("eval.") and "identity" not in k}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"{path}: {lever}: " + ", ".join(f"{v} seeds {sorted(d, key=int)}" for v, d in sorted(entry["runs"].items())))
 
 
 def merge(path: Path, rows: list[dict]) -> None:
