@@ -77,7 +77,7 @@ def main() -> None:
     def run(job):
         variant, seed = job
         cmd = [sys.executable, __file__, "--params", args.params, "--work", str(args.work / (args.lever or "default")),
-               *(f"--set={o}" for o in args.overrides), "--one", variant, str(seed)]
+               *(["--lever", args.lever] if args.lever else []), *(f"--set={o}" for o in args.overrides), "--one", variant, str(seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
