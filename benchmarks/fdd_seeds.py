@@ -114,18 +114,29 @@ def parse_overrides(items: list[str]) -> dict:
     return out
 
 
-def merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict]) -> None:
-    """Add a lever's rows to `path` under its name, with its params and the commit measured."""
+def merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], about: dict | None = None) -> None:
+    """Add a lever's rows to `path` under its name, with its params, the commit measured and
+    what else the lever measured (`about`). Under a lock: runs of several levers end at once."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_lever(path, lever, overrides, rows, about)
+
+
+def _merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], about: dict | None) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     entry = data.setdefault(lever, {"set": overrides, "runs": {}})
     if entry["set"] != overrides:
         raise SystemExit(f"{path}: lever {lever!r} was measured with {entry['set']}, not {overrides}: give it another name")
     entry["commit"] = commit
+    if about:
+        entry["about"] = about
     for r in rows:
         entry["runs"].setdefault(r["variant"], {})[str(r["seed"])] = {
             k: r[k] for k in sorted(r) if k in ("setup", "seconds", "train_seconds") or k.startswith("eval.") and "identity" not in k}
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"{path}: {lever}: " + ", ".join(f"{v} seeds {sorted(d, key=int)}" for v, d in sorted(entry["runs"].items())))
 
