@@ -42,7 +42,8 @@ def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None
     cfg = load_config(params, {**(overrides or {}), "fdd.seed": seed})  # the teachers stay those `dvc repro` trained
     start = time.perf_counter()
     out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
-                    DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False)
+                    DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False,
+                    features_dir=DATA / "features")
     return {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **out.metrics}
 
 

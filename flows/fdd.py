@@ -17,7 +17,8 @@ DATA = Path("data")
 
 def build(cfg, on_log, variant):
     return fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet",
-                     DATA / "backbone", DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd" / variant, on_log=on_log)
+                     DATA / "backbone", DATA / "edit_adapter", DATA / "video_adapter", DATA / "fdd" / variant, on_log=on_log,
+                     features_dir=DATA / "features")
 
 
 @flow(name="fdd", log_prints=True)

@@ -18,7 +18,8 @@ DATA = Path("data")
 def build(cfg, on_log, concept):
     return fdd_personal.build(cfg, concept, DATA / "instructions" / "subject_style_instructions.parquet",
                               DATA / "videos" / "videos.parquet", DATA / "backbone", DATA / "edit_adapter",
-                              DATA / "loras" / concept, DATA / "fdd_personal" / concept, on_log=on_log)
+                              DATA / "loras" / concept, DATA / "fdd_personal" / concept, on_log=on_log,
+                              features_dir=DATA / "features")
 
 
 @flow(name="fdd_personal", log_prints=True)

@@ -213,6 +213,8 @@ def smoke_project(root: Path, dest: Path, tweak=None):
     params["fdd"].update(iterations=2, batch_size=2, k=2, pool_size=2, teacher_steps=2, checkpoint_every=2, log_every=1, sample_every=2,
                          eval_items=3, samples=0, lora_rank=2)
     params["fdd"]["discriminator"].update(hidden_size=16, layers=2, heads=2, patch_size=8, feature_layers=[1, 2], head_width=16, head_heads=2)
+    params["features"].update(batch_size=2, eval_frames=4)
+    params["features"]["train"].update(steps=3, checkpoint_every=2, log_every=1)
     params["evaluate"].update(items=3, samples=1, batch_size=4)
     if tweak is not None:
         tweak(params)

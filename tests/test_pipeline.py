@@ -29,7 +29,7 @@ def test_dvc_repro_runs_the_pipeline(smoke_repro):
     dest, env, out, _ = smoke_repro
     for stage in ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter",
                   "video_adapter", "loras@star", "loras@sketch", "metric_models@clip",
-                  "metric_models@xclip", "fdd@full", "fdd_personal@star", "evaluate@full", "baselines@input",
+                  "metric_models@xclip", "features", "fdd@full", "fdd_personal@star", "evaluate@full", "baselines@input",
                   "baselines@sdedit_75", "report"):
         assert f"Running stage '{stage}'" in out
     rows = tables.read_table(tables.VIDEOS, dest / "data/videos/videos.parquet")

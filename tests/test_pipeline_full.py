@@ -25,7 +25,7 @@ from full_profile import build_tiny_full, edit_pair_folder, full_smoke_params, l
 pytestmark = pytest.mark.e2e
 
 STAGES = ("videos", "llm", "instructions", "subject_style_instructions", "edit_pairs", "backbone", "edit_adapter", "video_adapter",
-          "loras@watercolour", "metric_models@clip", "metric_models@xclip", "fdd@full", "fdd_personal@watercolour",
+          "loras@watercolour", "metric_models@clip", "metric_models@xclip", "features", "fdd@full", "fdd_personal@watercolour",
           "evaluate@full", "baselines@sdedit_75", "report")
 
 

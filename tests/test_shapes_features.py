@@ -1,11 +1,10 @@
 """The Shapes stand-in for DINOv2 (distill/shapes_features.py): its dense labels say what
-covers each patch, and its pre-training gives a frozen Dinov2Model."""
+covers each patch (stage features trains on them: tests/test_stage_features.py)."""
 
-import numpy as np
-import pytest
+import torch
 
 from eve_fdd.config import WorldConfig
-from eve_fdd.distill.shapes_features import N_OBJECT, FeatureTraining, labels, pretrain
+from eve_fdd.distill.shapes_features import N_OBJECT, frames, labels
 from eve_fdd.world import vocab
 from eve_fdd.world.scene import Scene, Shape
 
@@ -25,14 +24,12 @@ def test_labels_name_the_topmost_shape_under_each_patch_centre():
     assert obj.max() < N_OBJECT
 
 
-def test_pretraining_returns_a_frozen_network_and_its_held_out_accuracy():
-    model, acc = pretrain(16, 2, 2, 16, 4, WorldConfig(size=16), FeatureTraining(steps=3, batch_size=4), progress=False)
-    assert not model.training and not any(p.requires_grad for p in model.parameters())
-    assert type(model).__name__ == "Dinov2Model" and model.config.image_size == 16
-    assert {"features.acc.object", "features.acc.texture", "features.acc.background", "features.acc.style"} <= set(acc)
-    assert all(0.0 <= v <= 1.0 for k, v in acc.items() if k.startswith("features.acc."))
-
-
-def test_a_frame_size_that_is_not_a_multiple_of_the_patch_is_refused():
-    with pytest.raises(ValueError, match="multiple of patch_size"):
-        pretrain(16, 1, 2, 18, 4, WorldConfig(size=18), FeatureTraining(steps=1), progress=False)
+def test_frames_come_from_their_own_seed_stream_with_labels_that_match():
+    world = WorldConfig(size=16)
+    a, b = frames(world, 0, 12, range(0, 4), 4), frames(world, 0, 12, range(2, 6), 4)
+    assert a.images.shape == (4, 3, 16, 16) and a.object.shape == a.texture.shape == (4, 16) and a.scene.shape == (4, 3)
+    assert torch.equal(a.images[2:], b.images[:2]) and torch.equal(a.object[2:], b.object[:2])  # item i is item i
+    assert not torch.equal(frames(world, 0, 13, range(0, 4), 4).images, a.images)                # another stream, other scenes
+    half = a[1:3]
+    assert len(half) == 2 and torch.equal(half.scene, a.scene[1:3])
+    assert (a.object > 0).any() and (a.object == 0).any()

@@ -350,6 +350,18 @@ class DiscriminatorConfig(Section):
                         "train on the student's clips, their loss not yet the student's (ours; 0: they start with it)")
 
 
+class FeaturesConfig(Section):
+    """Stage `features`: the discriminators' frozen feature network (full: fdd.discriminator.pretrained,
+    DINOv2; Shapes: distill/shapes_features.py), its size in fdd.discriminator."""
+
+    network: Literal["trained", "random"] = Field(
+        "trained", description="Shapes: trained on world renders to name what covers each patch (ours), or random = "
+        "the small Dinov2Model seeded by fdd.seed and never trained (before 2026-12-03)")
+    train: TrainConfig = TrainConfig(steps=600, lr=1e-3, warmup_steps=0, checkpoint_every=300, log_every=25)
+    batch_size: int = Field(64, ge=1, description="frames (of fresh random scenes) per step")
+    eval_frames: int = Field(256, ge=1, description="held-out frames of the check")
+
+
 class FddConfig(Section):
     """Factorized Diffusion Distillation (METHOD.md sections 4-8); paper values in comments of params.yaml."""
 
@@ -481,6 +493,7 @@ class Config(Section):
     edit_adapter: EditAdapterStageConfig = EditAdapterStageConfig()
     video_adapter: VideoAdapterStageConfig = VideoAdapterStageConfig()
     loras: LorasStageConfig = LorasStageConfig()
+    features: FeaturesConfig = FeaturesConfig()
     fdd: FddConfig = FddConfig()
     fdd_personal: FddPersonalConfig = FddPersonalConfig()
     metric_models: MetricModelsConfig = MetricModelsConfig()

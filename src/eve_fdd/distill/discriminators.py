@@ -12,11 +12,11 @@ per sample, and the heads' logits are summed.
   conditioned on the caption the same way.
 
 The feature network: DINOv2 (`transformers.Dinov2Model`) for the full profile; for Shapes a
-small `Dinov2Model` of the same class whose weights are initialised deterministically from
-the seed and never trained (ours: the project has no image set to pre-train a DINO on that
-the discriminators would not also see; a frozen random ViT is a fixed, seed-reproducible
-feature map, and the trainable heads on several layers do the discriminating). Gradients pass
-through the frozen network to the student's samples; its own weights never change.
+small `Dinov2Model` of the same class that stage `features` trains on world renders to name
+what covers each patch (distill/shapes_features.py says why it stands in for DINO), or, with
+`features.network: random`, one initialised deterministically from the seed and never trained
+(`tiny_dino`). Gradients pass through the frozen network to the student's samples; its own
+weights never change.
 """
 
 from __future__ import annotations

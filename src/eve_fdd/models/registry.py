@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,36 +81,53 @@ class FeatureNetwork:
     std: tuple[float, ...]
 
 
-def feature_network(cfg: Config, placement: Any = None) -> FeatureNetwork:
-    """DINOv2 from `fdd.discriminator.pretrained` (full), with its image processor's mean/std
-    when the directory has one (ImageNet's otherwise), reading frames resized to
-    `fdd.discriminator.image_size`; or the Shapes profile's small seeded Dinov2Model at the
-    world's frame size (distill/discriminators.py says why it is random). With a `placement`
-    (models/placement.py) it is frozen on its device, in its frozen dtype."""
-    network = _feature_network(cfg)
+def feature_network(cfg: Config, placement: Any = None, features_dir: str | Path | None = None) -> FeatureNetwork:
+    """The network stage `features` recorded in `features_dir/model.json`: DINOv2 (full;
+    `fdd.discriminator.pretrained`), with its image processor's mean/std when the directory has
+    one (ImageNet's otherwise), reading frames resized to `fdd.discriminator.image_size`; or the
+    Shapes profile's small Dinov2Model at the world's frame size, trained on world renders
+    (distill/shapes_features.py) or, when the stage says random, seeded by `fdd.seed` and
+    untrained. Without `features_dir`: what the stage would record without training (DINOv2,
+    or the seeded random network). With a `placement` (models/placement.py) it is frozen on
+    its device, in its frozen dtype."""
+    network = _feature_network(cfg, features_dir)
     if placement is not None:
         placement.frozen(network.model)
     return network
 
 
-def _feature_network(cfg: Config) -> FeatureNetwork:
+def load_dino(cfg: Config, source: str) -> Any:
+    """A frozen `Dinov2Model` from a hub id or directory, deep enough for fdd.discriminator.feature_layers."""
     from transformers import Dinov2Model
 
+    d = cfg.fdd.discriminator
+    model = load_pretrained(Dinov2Model, source, "fdd.discriminator.pretrained").requires_grad_(False).eval()
+    depth = model.config.num_hidden_layers
+    if max(d.feature_layers) > depth:
+        raise ValueError(f"fdd.discriminator.feature_layers {list(d.feature_layers)}: {source} has {depth} layers")
+    return model
+
+
+def _feature_network(cfg: Config, features_dir: str | Path | None) -> FeatureNetwork:
     from ..distill.discriminators import IMAGENET_MEAN, IMAGENET_STD, tiny_dino
 
     d = cfg.fdd.discriminator
-    if cfg.profile != "full":
+    info = {"random": cfg.profile != "full", "path": d.pretrained}
+    if features_dir is not None:
+        trained_path(features_dir)  # a clear error when stage features has not run
+        info = json.loads((Path(features_dir) / "model.json").read_text())
+    if info.get("random"):
         return FeatureNetwork(tiny_dino(d.hidden_size, d.layers, d.heads, cfg.world.size, d.patch_size, cfg.fdd.seed), None,
                               IMAGENET_MEAN, IMAGENET_STD)
-    model = load_pretrained(Dinov2Model, d.pretrained, "fdd.discriminator.pretrained").requires_grad_(False).eval()
-    depth = model.config.num_hidden_layers
-    if max(d.feature_layers) > depth:
-        raise ValueError(f"fdd.discriminator.feature_layers {list(d.feature_layers)}: {d.pretrained} has {depth} layers")
+    source = str(info["path"])
+    model = load_dino(cfg, source)
+    if cfg.profile != "full":  # trained on world renders at the frame size, read as DINOv2 is
+        return FeatureNetwork(model, None, IMAGENET_MEAN, IMAGENET_STD)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     try:
         from transformers import AutoImageProcessor
 
-        proc = AutoImageProcessor.from_pretrained(d.pretrained)
+        proc = AutoImageProcessor.from_pretrained(source)
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except (OSError, ValueError, AttributeError):
         pass  # no processor saved beside the weights: DINOv2's own are ImageNet's

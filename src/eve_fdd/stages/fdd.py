@@ -70,17 +70,19 @@ def fingerprints(cfg: Config, inputs: tuple[Path, ...]) -> tuple[str, str]:
 
 def build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
-          on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
-    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
+          on_log: Callable[[dict[str, float]], None] | None = None, features_dir: Path | None = None) -> TrainingOutputs:
+    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py).
+    `features_dir`: stage features' output, the discriminators' feature network (None: the
+    network that stage records untrained: DINOv2, or Shapes' seeded random one)."""
     placement = Placement.resolve(cfg.fdd.mixed_precision)
     with placement.inference():  # the training steps open bf16 autocast themselves
         return _build(cfg, variant, instructions, videos, backbone_dir, edit_dir, video_dir, out_dir, checkpoints, progress, on_log,
-                      placement)
+                      placement, features_dir)
 
 
 def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, video_dir: Path,
            out_dir: Path, checkpoints: Path | None, progress: bool, on_log: Callable[[dict[str, float]], None] | None,
-           placement: Placement) -> TrainingOutputs:
+           placement: Placement, features_dir: Path | None = None) -> TrainingOutputs:
     f = cfg.fdd
     settings = variants.settings(f, variant, cfg.diffusion.inference_steps)  # a wrong variant stops here
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -109,14 +111,15 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
 
     train_items, test_items = load_items(instructions, videos, "train"), load_items(instructions, videos, "test")
     test_items = test_items.take(round_robin(test_items.tasks, f.eval_items))
-    run_fingerprint, setup = fingerprints(cfg, (instructions, videos, backbone_dir, edit_dir, video_dir))
+    run_fingerprint, setup = fingerprints(cfg, (instructions, videos, backbone_dir, edit_dir, video_dir,
+                                                *(() if features_dir is None else (features_dir,))))
     metrics: dict[str, float | str] = {"setup": setup, **placement.metrics(), "train_items": len(train_items), "eval_items": len(test_items),
                                        **{f"skipped.{k}": v for k, v in train_items.skipped.items()}}
     curve: list[dict[str, float]] = []
     progress_files: list[Path] = []
     if variants.trains(variant):
         d_edit, d_video = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, cfg.clip_frames,
-                                         feature_network(cfg, placement))
+                                         feature_network(cfg, placement, features_dir))
         fdd = FDD(student, edit_teacher, video_teacher, d_edit, d_video, scheduler, schedule, settings, space)
         pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items),
                            edit_teacher.with_guidance(f.teacher_guidance), video_teacher.with_guidance(f.teacher_guidance),

@@ -80,19 +80,21 @@ def concept_backbone(cfg: Config, concept: str, backbone_dir: Path, lora_dir: Pa
 
 def build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, lora_dir: Path,
           out_dir: Path, checkpoints: Path | None = None, progress: bool = True,
-          on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
-    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py)."""
+          on_log: Callable[[dict[str, float]], None] | None = None, features_dir: Path | None = None) -> TrainingOutputs:
+    """Every model on accelerate's device, in the precision `fdd.mixed_precision` gives (models/placement.py).
+    `features_dir`: stage features' output, the discriminators' feature network (None: the
+    network that stage records untrained: DINOv2, or Shapes' seeded random one)."""
     if concept not in cfg.loras.concepts:
         raise ValueError(f"fdd_personal: {concept!r} is not in loras.concepts {list(cfg.loras.concepts)}")
     placement = Placement.resolve(cfg.fdd.mixed_precision)
     with placement.inference():  # the training steps open bf16 autocast themselves
         return _build(cfg, concept, instructions, videos, backbone_dir, edit_dir, lora_dir, out_dir, checkpoints, progress, on_log,
-                      placement)
+                      placement, features_dir)
 
 
 def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone_dir: Path, edit_dir: Path, lora_dir: Path,
            out_dir: Path, checkpoints: Path | None, progress: bool, on_log: Callable[[dict[str, float]], None] | None,
-           placement: Placement) -> TrainingOutputs:
+           placement: Placement, features_dir: Path | None = None) -> TrainingOutputs:
     f, p, w = cfg.fdd, cfg.fdd_personal, cfg.world
     backbone, lora_path = concept_backbone(cfg, concept, backbone_dir, lora_dir, placement)
     space = backbone.space
@@ -121,7 +123,7 @@ def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone
                                  **{f"skipped.{k}": v for k, v in items.skipped.items()}}
 
     settings = variants.settings(f, "full", cfg.diffusion.inference_steps, iterations=p.iterations)
-    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, 1, feature_network(cfg, placement))
+    d_edit, d_concept = discriminators(f.discriminator, backbone.text_encoder.config.hidden_size, 1, feature_network(cfg, placement, features_dir))
     fdd = FDD(student, edit_teacher, concept_teacher, d_edit, d_concept, scheduler, schedule, settings, space)
     pool = TeacherPool(data_fn(train_items, backbone.encode_text, space), len(train_items), edit_teacher, concept_teacher,
                        teacher_steps, p.pool_size, p.pool_refresh, f.seed)
@@ -129,7 +131,8 @@ def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone
                       f.seed, f.discriminator.lr, f.micro_batches)
     scale = display_scale(cfg.frame_size)
     samples = ProgressSamples(out_dir / "progress", fps=1, scale=scale, space=space)
-    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, (instructions, videos, backbone_dir, edit_dir, lora_dir)) + concept, progress, on_log, samples, f.sample_every,
+    inputs = (instructions, videos, backbone_dir, edit_dir, lora_dir, *(() if features_dir is None else (features_dir,)))
+    result, timesteps = train_fdd(fdd, pool, run, checkpoints, cfg.fingerprint(PARAMS, inputs) + concept, progress, on_log, samples, f.sample_every,
                                   placement)
     metrics.update(result.summary(p.batch_size))
     metrics["pool.generated"] = pool.generated
