@@ -370,19 +370,3 @@ def full_smoke_params(params: dict, models: dict[str, Path], gguf: Path, concept
     p["fdd_personal"].update(concepts=[concept], iterations=3, batch_size=2, pool_size=2, eval_repeats=1, samples=1)
     p["evaluate"].update(baselines=["input", "sdedit_75"], items=2, samples=1, batch_size=2, metric_batch_size=4)
     return p
-
-
-def tiny_lora(backbone: Path, directory: Path, name: str = "watercolour", seed: int = 1) -> Path:
-    """A LoRA on the tiny SD UNet that changes its output (B nonzero), saved as diffusers does."""
-    from eve_fdd.models.adapters import add_lora
-    from eve_fdd.models.backbone import load_backbone
-
-    unet = load_backbone(backbone).unet
-    torch.manual_seed(seed)
-    add_lora(unet, name, rank=2)
-    with torch.no_grad():
-        for n, p in unet.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    unet.save_lora_adapter(str(directory), adapter_name=name)
-    return directory

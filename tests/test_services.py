@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, sh
+from conftest import ROOT, free_port, sh
 
 pytestmark = pytest.mark.services
 SCREENSHOT = ROOT / ".cache" / "screenshots" / "mlflow-ui.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> None:
