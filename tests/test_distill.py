@@ -318,6 +318,30 @@ def test_fdd_settings():
     assert not Settings(adversarial=False, discriminator_warmup=3).discriminators_train(100)
 
 
+def test_the_second_teachers_sds_draws_its_own_timesteps_only_when_given_a_range(schedule, scheduler, monkeypatch):
+    from eve_fdd.distill.fdd import Settings
+
+    fdd, pool, _, _ = _fdd(Settings(k=2, inference_steps=4, adversarial=False), schedule, scheduler)
+    pool.fill()
+    seen = {"edit": [], "video": []}
+    for role, teacher in (("edit", fdd.edit_teacher), ("video", fdd.video_teacher)):
+        monkeypatch.setattr(teacher, "x0", lambda x, t, b, _f=teacher.x0, _r=role: seen[_r].append(t.clone()) or _f(x, t, b))
+    n = schedule.train_timesteps
+    for second, expect_same in ((None, True), ((0.02, 0.2), False)):
+        fdd.settings = Settings(k=2, inference_steps=4, adversarial=False, sds_t_range=(0.7, 0.98), sds_t_range_second=second)
+        for it in range(2):
+            fdd.student_step(pool.draw(2, torch.Generator().manual_seed(it))[0], it, torch.Generator().manual_seed(it))
+        edit_t, video_t = torch.cat(seen["edit"]), torch.cat(seen["video"])
+        assert edit_t.min() >= int(0.7 * (n - 1))
+        if expect_same:  # null: the video teacher scores at the edit teacher's t
+            assert torch.equal(edit_t, video_t)
+        else:
+            assert video_t.max() <= int(0.2 * (n - 1)) + 1 and video_t.min() >= int(0.02 * (n - 1))
+        seen["edit"].clear(), seen["video"].clear()
+    with pytest.raises(ValueError, match="sds_t_range_second"):
+        load_config(ROOT / "params.yaml", {"fdd.sds_t_range_second": [0.5, 0.2]})
+
+
 @pytest.mark.parametrize("warmup", [0, 2])
 def test_discriminators_warm_up_in_the_sds_only_phase_without_reaching_the_student(schedule, scheduler, tmp_path, warmup):
     from eve_fdd.distill.fdd import Settings

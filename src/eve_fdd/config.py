@@ -381,6 +381,9 @@ class FddConfig(Section):
     lam: float = Field(2.5, ge=0, description="lambda: SDS against the adversarial term")
     sds_weighting: Literal["uniform", "alpha"] = "uniform"
     sds_t_range: tuple[float, float] = (0.02, 0.98)
+    sds_t_range_second: tuple[float, float] | None = Field(
+        None, description="the second teacher's (video or concept) own SDS t range, drawn apart from the edit teacher's; "
+        "null: the same t as the edit teacher (sds_t_range)")
     lora_rank: int = Field(8, ge=1)
     grad_clip: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
@@ -409,9 +412,10 @@ class FddConfig(Section):
         unknown = [v for v in self.variants if v not in FDD_VARIANTS]
         if unknown:
             raise ValueError(f"unknown FDD variant(s) {unknown}; expected some of {list(FDD_VARIANTS)}")
-        lo, hi = self.sds_t_range
-        if not 0 <= lo < hi <= 1:
-            raise ValueError(f"sds_t_range must satisfy 0 <= lo < hi <= 1, got {self.sds_t_range}")
+        for name in ("sds_t_range", "sds_t_range_second"):
+            t_range = getattr(self, name)
+            if t_range is not None and not 0 <= t_range[0] < t_range[1] <= 1:
+                raise ValueError(f"{name} must satisfy 0 <= lo < hi <= 1, got {t_range}")
         return self
 
 

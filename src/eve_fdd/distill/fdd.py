@@ -55,6 +55,7 @@ class Settings:
     lam: float = 2.5                # λ: SDS vs adversarial
     sds_weighting: str = "uniform"  # c(t), losses.sds_weight
     sds_t_range: tuple[float, float] = (0.02, 0.98)
+    sds_t_range_second: tuple[float, float] | None = None  # the second teacher's own t range (None: the edit teacher's t)
 
     def __post_init__(self) -> None:
         if not (self.sds or self.adversarial):
@@ -107,14 +108,19 @@ class FDD:
             b = fake.shape[0]
             t = sds_timesteps(self.schedule, b, s.sds_t_range, generator)
             w = sds_weight(self.schedule, t, s.sds_weighting)
+            logs["sds.t_mean"] = float(t.float().mean())
             frames = self.student.scored
             le, log_e = sds_loss(fake, lambda x, tt: self.edit_teacher.x0(x, tt, batch), self.schedule, t,
                                  randn(fake.shape, generator, like=fake), w, frames)
+            if s.sds_t_range_second is not None:  # the second teacher's own t (drawn only then: the default run is unchanged)
+                t = sds_timesteps(self.schedule, b, s.sds_t_range_second, generator)
+                w = sds_weight(self.schedule, t, s.sds_weighting)
+                logs[f"sds_{self.second}.t_mean"] = float(t.float().mean())
             lv, log_v = sds_loss(fake, lambda x, tt: self.video_teacher.x0(x, tt, batch), self.schedule, t,
                                  randn(fake.shape, generator, like=fake), w, frames)
             edit_terms = edit_terms + s.lam * le
             video_terms = video_terms + s.lam * lv
-            logs.update({"sds_edit": log_e["sds"], f"sds_{self.second}": log_v["sds"], "sds.t_mean": float(t.float().mean())})
+            logs.update({"sds_edit": log_e["sds"], f"sds_{self.second}": log_v["sds"]})
         if s.adversarial_on(iteration):
             pixels = self.space.decode(fake)  # with gradients, into the student's latents
             with _frozen(self.d_edit, self.d_video):

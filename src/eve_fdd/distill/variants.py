@@ -36,6 +36,7 @@ def settings(cfg: FddConfig, variant: str, inference_steps: int, iterations: int
         sds=variant != "no_sds", adversarial=variant != "no_disc",
         adversarial_start=round(cfg.sds_only_fraction * iterations), discriminator_warmup=cfg.discriminator.warmup,
         alpha=cfg.alpha, beta=cfg.beta, lam=cfg.lam, sds_weighting=cfg.sds_weighting, sds_t_range=tuple(cfg.sds_t_range),
+        sds_t_range_second=None if cfg.sds_t_range_second is None else tuple(cfg.sds_t_range_second),
     )
 
 

@@ -52,8 +52,8 @@ from ..train.video_adapter import clips_to_uint8
 
 STAGE = "fdd_personal"
 # fdd's knobs this stage shares (the losses, schedule, k, discriminators, LoRA rank, seed)
-SHARED = ("seed", "k", "kbin_first", "sds_only_fraction", "alpha", "beta", "lam", "sds_weighting", "sds_t_range", "lora_rank", "grad_clip",
-          "gradient_checkpointing", "mixed_precision", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
+SHARED = ("seed", "k", "kbin_first", "sds_only_fraction", "alpha", "beta", "lam", "sds_weighting", "sds_t_range", "sds_t_range_second",
+          "lora_rank", "grad_clip", "gradient_checkpointing", "mixed_precision", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
 PARAMS = ("profile", "seed", "world", "videos.ingest.size", "diffusion", "loras.concepts",
           "loras.detector_steps", "loras.detector_renders", *(f"fdd.{k}" for k in SHARED),
           *(f"fdd_personal.{k}" for k in FddPersonalConfig.model_fields if k != "concepts"))  # as dvc.yaml: adding a concept reruns no other
