@@ -129,6 +129,15 @@ def test_only_the_student_trains_and_gradients_pass_through_all_k_steps(schedule
     assert any(float(p.grad.abs().sum()) > 0 for n, p in motion.named_parameters() if "lora_B" in n)
 
 
+def test_the_students_lora_goes_where_lora_targets_says_never_on_the_motion_modules(schedule):
+    _, cn, motion, _ = _parts()
+    Student(motion, cn, schedule, lora_rank=2, lora_targets=("to_q", "conv1"))
+    adapted = {n.rsplit(".lora_", 1)[0] for n, _ in motion.named_parameters() if ".lora_A." in n}
+    assert adapted and {n.rsplit(".", 1)[-1] for n in adapted} == {"to_q", "conv1"}
+    assert not any(".motion_modules." in n for n in adapted)
+    assert {n for n, p in motion.named_parameters() if p.requires_grad} == {n for n, _ in motion.named_parameters() if "lora_" in n}
+
+
 def test_gradients_reach_the_first_of_the_k_steps(schedule):
     bb, cn, motion, batch = _parts()
     student = Student(motion, cn, schedule, lora_rank=2)

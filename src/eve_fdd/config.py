@@ -385,6 +385,10 @@ class FddConfig(Section):
         None, description="the second teacher's (video or concept) own SDS t range, drawn apart from the edit teacher's; "
         "null: the same t as the edit teacher (sds_t_range)")
     lora_rank: int = Field(8, ge=1)
+    lora_targets: tuple[str, ...] = Field(
+        ("to_q", "to_k", "to_v", "to_out.0"), min_length=1,
+        description="the backbone layers (name suffixes, peft's target_modules) the student's LoRA adapts, never the motion "
+        "modules: attention projections; conv1, conv2 add the resnets' convolutions, ff.net.0.proj, ff.net.2 the feed-forwards")
     grad_clip: float = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
     mixed_precision: Precision = Field(

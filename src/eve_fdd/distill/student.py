@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..diffusion import NoiseSchedule, ddim_sample
-from ..models.adapters import EditVideoModel, add_lora, is_motion_unet, load_lora, motion_parameters, with_first_frame
+from ..models.adapters import LORA_TARGETS, EditVideoModel, add_lora, is_motion_unet, load_lora, motion_parameters, with_first_frame
 from .batch import EditBatch
 from .teachers import guided
 
@@ -34,7 +34,7 @@ TRAINABLE = ("lora", "all")
 class Student:
     def __init__(self, unet: Any, controlnet: Any, schedule: NoiseSchedule, *, lora_name: str = "fdd", lora_rank: int = 4,
                  trainable: str = "lora", gradient_checkpointing: bool = False, first_frame: bool = True,
-                 lora: str | Path | None = None):
+                 lora: str | Path | None = None, lora_targets: Sequence[str] = LORA_TARGETS):
         if first_frame and not is_motion_unet(unet):
             raise ValueError(f"Student: expected a UNetMotionModel (backbone + temporal layers), got {type(unet).__name__}")
         if trainable not in TRAINABLE:
@@ -42,7 +42,7 @@ class Student:
         unet.requires_grad_(False)
         controlnet.requires_grad_(False)
         if lora is None:
-            add_lora(unet, lora_name, rank=lora_rank)  # leaves only the LoRA trainable
+            add_lora(unet, lora_name, rank=lora_rank, targets=lora_targets)  # leaves only the LoRA trainable
         else:  # a trained student's LoRA (its saved rank), for editing
             load_lora(unet, lora, lora_name)
         if trainable == "all":

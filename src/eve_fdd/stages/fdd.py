@@ -104,9 +104,10 @@ def _build(cfg: Config, variant: str, instructions: Path, videos: Path, backbone
     if variants.student_trainable(variant) == "all":  # random_init: untrained adapters of the teachers' architectures
         channels = tuple(controlnet.config.conditioning_embedding_out_channels)
         student = Student(untrained_video_adapter(backbone.unet, motion_source), edit_adapter(backbone.unet, channels), schedule,
-                          lora_name=LORA, lora_rank=f.lora_rank, trainable="all", gradient_checkpointing=f.gradient_checkpointing)
+                          lora_name=LORA, lora_rank=f.lora_rank, lora_targets=f.lora_targets, trainable="all",
+                          gradient_checkpointing=f.gradient_checkpointing)
     else:  # the student shares the video teacher's UNet; the teacher runs it with the LoRA off
-        student = Student(teacher_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank,
+        student = Student(teacher_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank, lora_targets=f.lora_targets,
                           gradient_checkpointing=f.gradient_checkpointing)
 
     train_items, test_items = load_items(instructions, videos, "train"), load_items(instructions, videos, "test")

@@ -53,7 +53,7 @@ from ..train.video_adapter import clips_to_uint8
 STAGE = "fdd_personal"
 # fdd's knobs this stage shares (the losses, schedule, k, discriminators, LoRA rank, seed)
 SHARED = ("seed", "k", "kbin_first", "sds_only_fraction", "alpha", "beta", "lam", "sds_weighting", "sds_t_range", "sds_t_range_second",
-          "lora_rank", "grad_clip", "gradient_checkpointing", "mixed_precision", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
+          "lora_rank", "lora_targets", "grad_clip", "gradient_checkpointing", "mixed_precision", "teacher_steps", "discriminator", "checkpoint_every", "log_every", "sample_every")
 PARAMS = ("profile", "seed", "world", "videos.ingest.size", "diffusion", "loras.concepts",
           "loras.detector_steps", "loras.detector_renders", *(f"fdd.{k}" for k in SHARED),
           *(f"fdd_personal.{k}" for k in FddPersonalConfig.model_fields if k != "concepts"))  # as dvc.yaml: adding a concept reruns no other
@@ -108,7 +108,7 @@ def _build(cfg: Config, concept: str, instructions: Path, videos: Path, backbone
     concept_unet = with_lora_merged(backbone.unet, lora_path, concept)
     edit_teacher = EditTeacher(backbone.unet, controlnet, schedule)
     concept_teacher = ConceptTeacher(concept_unet, schedule, p.guidance_scale, backbone.encode_text([""]))
-    student = Student(concept_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank,
+    student = Student(concept_unet, controlnet, schedule, lora_name=LORA, lora_rank=f.lora_rank, lora_targets=f.lora_targets,
                       gradient_checkpointing=f.gradient_checkpointing, first_frame=False)
 
     items = load_concept_items(instructions, videos, concept, cfg.frame_size, w.supersample)
