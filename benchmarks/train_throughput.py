@@ -43,6 +43,7 @@ from eve_fdd.train import edit_adapter as te
 from eve_fdd.models.placement import Placement
 from eve_fdd.train.loop import Objective, resolve_precision, train, trainable
 
+VIDEOS = Path("data/videos/videos.parquet")
 PAIRS = Path("data/edit_pairs/pairs.parquet")
 
 
@@ -71,7 +72,8 @@ def objectives(cfg, stages):
             unet.requires_grad_(False)
             for p in motion_parameters(unet):
                 p.requires_grad_(True)
-            yield name, cfg.video_adapter.train, s_video.objective(cfg, bb, EditVideoModel(unet), schedule)
+            # Shapes renders its clips; the video table (full profile: the user's train clips) is read only there
+            yield name, cfg.video_adapter.train, s_video.objective(cfg, bb, EditVideoModel(unet), schedule, VIDEOS)
         elif name == "loras":
             bb = fresh().freeze()
             add_lora(bb.unet, "star", rank=cfg.loras.rank)
