@@ -26,7 +26,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -117,13 +119,20 @@ def parse_overrides(items: list[str]) -> dict:
 
 def merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], about: dict | None = None) -> None:
     """Add a lever's rows to `path` under its name, with its params, the commit measured and
-    what else the lever measured (`about`). Under a lock: runs of several levers end at once."""
+    what else the lever measured (`about`)."""
+    with _locked(path):
+        _merge_lever(path, lever, overrides, rows, about)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """`path` to be read and rewritten by this process alone: several runs of this script end at once."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _merge_lever(path, lever, overrides, rows, about)
+        yield
 
 
 def _merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], about: dict | None) -> None:
@@ -145,6 +154,11 @@ def _merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], abou
 def merge(path: Path, rows: list[dict]) -> None:
     """Add rows (variant, seed, metrics) to `path`, with seed 0 of every variant that
     metrics/fdd/ holds from `dvc repro` (when params.yaml's fdd.seed is 0)."""
+    with _locked(path):
+        _merge(path, rows)
+
+
+def _merge(path: Path, rows: list[dict]) -> None:
     import yaml
 
     data = json.loads(path.read_text()) if path.is_file() else {}
