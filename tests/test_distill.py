@@ -346,7 +346,8 @@ def test_the_second_teachers_sds_draws_its_own_timesteps_only_when_given_a_range
             assert torch.equal(edit_t, video_t)
         else:
             assert video_t.max() <= int(0.2 * (n - 1)) + 1 and video_t.min() >= int(0.02 * (n - 1))
-        seen["edit"].clear(), seen["video"].clear()
+        for calls in seen.values():
+            calls.clear()
     with pytest.raises(ValueError, match="sds_t_range_second"):
         load_config(ROOT / "params.yaml", {"fdd.sds_t_range_second": [0.5, 0.2]})
 
