@@ -5,13 +5,15 @@ MLflow), for a quick multi-seed table on a machine with more cores; the tracked 
     python benchmarks/fdd_seeds.py --seeds 0 1 2 --variants full no_align [--jobs 3] [--out fdd_seeds.json]
     python benchmarks/fdd_seeds.py --import-exps    # seeds run as `dvc exp run -S fdd.seed=N` experiments
     python benchmarks/fdd_seeds.py --lever warmup50 --set fdd.discriminator.warmup=50 --seeds 0 1 2 --variants full
+    python benchmarks/fdd_seeds.py --lever edit1500 --edit-adapter .cache/teachers/edit_adapter-1500 --variants full no_align
 
 Every (variant, seed) measured is merged into results/fdd_seeds.json (`--results`), the file
 stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. Seed 0 is
 taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0.
 A lever (`--lever NAME` with its `--set KEY=VALUE` params, as `dvc exp run -S`) goes to
 results/fdd_levers.json instead (`--lever-results`): {NAME: {"set": ..., "commit": ...,
-"runs": {variant: {seed: metrics}}}}, never into the report's seeds.
+"runs": {variant: {seed: metrics}}}}, never into the report's seeds. `--edit-adapter` / `--video-adapter`
+put other teachers under FDD (a lever too; its "about" names them).
 
 Each (variant, seed) runs in its own process (torch threads = cores / jobs), with its own
 checkpoint and output folders under `--work`; prints mean ± std over seeds of the held-out
@@ -37,14 +39,16 @@ KEYS = ("eval.fidelity.all.mean", "eval.fidelity.changed.mean", "eval.fidelity.k
 DATA = Path("data")
 
 
-def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None = None) -> dict:
+def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None = None,
+        teachers: dict[str, Path] | None = None) -> dict:
     from eve_fdd.config import load_config
     from eve_fdd.stages import fdd
 
     cfg = load_config(params, {**(overrides or {}), "fdd.seed": seed})  # the teachers stay those `dvc repro` trained
+    teachers = {"edit_adapter": DATA / "edit_adapter", "video_adapter": DATA / "video_adapter", **(teachers or {})}
     start = time.perf_counter()
     out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
-                    DATA / "edit_adapter", DATA / "video_adapter", work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False,
+                    teachers["edit_adapter"], teachers["video_adapter"], work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False,
                     features_dir=DATA / "features")
     return {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **out.metrics}
 
@@ -63,13 +67,17 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml value for these runs, as dvc exp run -S (value read as YAML); repeatable")
     parser.add_argument("--lever-results", type=Path, default=Path("results/fdd_levers.json"))
+    for stage in ("edit_adapter", "video_adapter"):
+        parser.add_argument(f"--{stage.replace('_', '-')}", type=Path, default=None, metavar="DIR",
+                            help=f"another {stage} teacher's folder (as data/{stage}, e.g. by benchmarks/longer_teacher.py); needs --lever")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
-    if overrides and not args.lever:
-        parser.error("--set needs --lever NAME: results of changed params never go into the report's seeds")
+    teachers = {k: v for k, v in (("edit_adapter", args.edit_adapter), ("video_adapter", args.video_adapter)) if v is not None}
+    if (overrides or teachers) and not args.lever:
+        parser.error("--set and other teachers need --lever NAME: results of changed params never go into the report's seeds")
     if args.one:
-        print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work, overrides)))
+        print(json.dumps(one(args.params, args.one[0], int(args.one[1]), args.work, overrides, teachers)))
         return
     if args.import_exps:
         merge(args.results, exp_rows())
@@ -80,7 +88,8 @@ def main() -> None:
     def run(job):
         variant, seed = job
         cmd = [sys.executable, __file__, "--params", args.params, "--work", str(args.work / (args.lever or "default")),
-               *(["--lever", args.lever] if args.lever else []), *(f"--set={o}" for o in args.overrides), "--one", variant, str(seed)]
+               *(["--lever", args.lever] if args.lever else []), *(f"--set={o}" for o in args.overrides),
+               *(f"--{k.replace('_', '-')}={v}" for k, v in teachers.items()), "--one", variant, str(seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode:
             raise RuntimeError(f"{variant} seed {seed} failed:\n{proc.stderr[-3000:]}")
@@ -100,7 +109,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(json.dumps({"rows": rows, "table": table}, indent=2))
     if args.lever:
-        merge_lever(args.lever_results, args.lever, overrides, rows)
+        merge_lever(args.lever_results, args.lever, overrides, rows, {"teachers": {k: str(v) for k, v in teachers.items()}} if teachers else None)
     else:
         merge(args.results, rows)
 
