@@ -252,6 +252,33 @@ def test_paired_differences_are_task_balanced_with_stratified_intervals():
     assert "(0/3 better)" in text  # kept error: full is worse at every seed
 
 
+def test_the_goal_is_met_only_where_the_paired_interval_and_every_seed_say_so():
+    from eve_fdd.evaluate import report as r
+
+    tasks = ["add", "add", "local", "local"]
+
+    def method(changed, kept, temporal):
+        return {"row_ids": list("abcd"), "tasks": tasks,
+                "scores": {"gt.fidelity.changed": changed, "gt.fidelity.kept": kept, "gt.temporal": temporal}}
+
+    scores = {"full": method([0.10, 0.12, 0.20, 0.21], [0.05, 0.06, 0.04, 0.05], [0.040, 0.041, 0.050, 0.052]),
+              "no_align": method([0.13, 0.16, 0.24, 0.26], [0.04, 0.05, 0.03, 0.04], [0.050, 0.052, 0.061, 0.062]),
+              "edit_frames": method([0.10, 0.13, 0.20, 0.22], [0.05, 0.06, 0.04, 0.05], [0.030, 0.031, 0.040, 0.041])}
+    lines, met = r.goal_check(scores, {}, "full")
+    assert met == {"goal.no_align.gt.fidelity.changed.met": 1.0, "goal.no_align.gt.fidelity.kept.met": 0.0,
+                   "goal.no_align.gt.temporal.met": 1.0, "goal.edit_frames.gt.temporal.met": 0.0,
+                   "goal.edit_frames.gt.fidelity.changed.met": 1.0}
+    assert lines[1].startswith("- EVE (FDD, full) beats plug-and-play (no_align) on kept err: **not met** (+0.0100 [")
+    assert "is no worse than edit adapter per frame on changed err: **met**" in lines[4]
+    # over seeds: one seed where full is not lower on changed pixels fails the claim the data points alone meet
+    seeds = {"full": {s: {"eval.fidelity.changed.mean": v} for s, v in zip("012", (0.10, 0.11, 0.15))},
+             "no_align": {s: {"eval.fidelity.changed.mean": v} for s, v in zip("012", (0.12, 0.13, 0.14))}}
+    lines, met = r.goal_check(scores, seeds, "full")
+    assert met["goal.no_align.gt.fidelity.changed.met"] == 0.0 and "lower at 2/3 seeds" in lines[0]
+    assert met["goal.no_align.gt.temporal.met"] == 1.0  # no seed runs of temporal error: the data points decide
+    assert r.goal_check({"full": scores["full"]}, {}, "full") == ([], {})  # nothing to compare with
+
+
 def test_seed_runs_of_another_setup_are_left_out_and_counted():
     from eve_fdd.evaluate.report import current_setup
 

@@ -202,6 +202,48 @@ def seed_paired_table(seeds: dict[str, dict[str, dict[str, float]]], reference: 
     return "\n".join([head, rule, *rows]) if rows else ""
 
 
+# What the reproduction sets out to show (issue 29's goal): (other method, key, claim). "beats": the
+# paired interval lies below zero and, where two or more seeds of both are known, the sign is the same at every
+# seed; "no worse": the paired interval does not lie above zero.
+GOALS: tuple[tuple[str, str, str], ...] = (
+    ("no_align", "gt.fidelity.changed", "beats"),
+    ("no_align", "gt.fidelity.kept", "beats"),
+    ("no_align", "gt.temporal", "beats"),
+    ("edit_frames", "gt.temporal", "beats"),
+    ("edit_frames", "gt.fidelity.changed", "no worse"),
+)
+
+
+def goal_check(scores: dict[str, dict], seeds: dict[str, dict[str, dict[str, float]]], reference: str) -> tuple[list[str], dict[str, float]]:
+    """(markdown lines, metrics) of each claim of GOALS whose methods were evaluated: met or not,
+    with the paired difference per data point (`reference - other`, 95%) and, for FDD variants
+    with seed runs (`seeds`, the current setup's), at how many seeds `reference` is lower."""
+    titles = dict(PAIRED_COLUMNS)
+    seed_keys = {"gt.fidelity.changed": "eval.fidelity.changed.mean", "gt.fidelity.kept": "eval.fidelity.kept.mean",
+                 "gt.temporal": "eval.temporal.mean"}
+    lines, metrics = [], {}
+    for other, key, claim in GOALS:
+        if other == reference or other not in scores or reference not in scores or key not in scores[reference]["scores"]:
+            continue
+        mean, se, _ = paired_differences(scores, reference, key, other)
+        half = Z95 * se
+        met = bool(mean + half < 0) if claim == "beats" else bool(mean - half <= 0)
+        ref, oth = seeds.get(reference, {}), seeds.get(other, {})
+        d = [ref[s][seed_keys[key]] - oth[s][seed_keys[key]] for s in sorted(set(ref) & set(oth))
+             if seed_keys[key] in ref[s] and seed_keys[key] in oth[s]]
+        by_seed = ""
+        if len(d) >= 2:
+            lower = sum(x < 0 for x in d)
+            by_seed = f"; lower at {lower}/{len(d)} seeds"
+            if claim == "beats":
+                met = met and lower == len(d)
+        verb = "beats" if claim == "beats" else "is no worse than"
+        lines.append(f"- {label(reference)} {verb} {label(other)} on {titles[key]}: **{'met' if met else 'not met'}** "
+                     f"({_interval(mean, half).strip('*')} per data point{by_seed})")
+        metrics[f"goal.{other}.{key}.met"] = float(met)
+    return lines, metrics
+
+
 def current_setup(seeds: dict[str, dict[str, dict]], setups: dict[str, str | None]) -> tuple[dict[str, dict[str, dict]], dict[str, int]]:
     """(kept, left out): of each variant's seed runs, those whose `setup` (stage fdd's
     fingerprint of everything but the seed: params, code, data, teachers) is the variant's

@@ -85,6 +85,12 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
                 if key in scores[reference]["scores"]:
                     mean, se, _ = report.paired_differences(scores, reference, key, m)
                     paired |= {f"paired.{m}.{key}.diff": round(mean, 5), f"paired.{m}.{key}.ci95": round(report.Z95 * se, 5)}
+        goal, met = report.goal_check(scores, seed_runs, reference) if reference == REFERENCE else ([], {})
+        if goal:
+            parts += ["## The goal: what is met", "",
+                      "Each claim from its paired difference per data point (95% interval above); \"beats\" also needs the "
+                      f"lower error at every seed where {seeds} holds two or more of the current setup.", "", *goal, ""]
+            paired |= met
         by_seed = report.seed_paired_table(seed_runs, reference, variants)
         if by_seed:
             parts += [f"Paired by seed (stage fdd's own held-out means, seeds of the current setup in {seeds}; 95% t-interval; "
