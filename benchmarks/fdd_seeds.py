@@ -37,6 +37,7 @@ import numpy as np
 
 KEYS = ("eval.fidelity.all.mean", "eval.fidelity.changed.mean", "eval.fidelity.kept.mean", "eval.temporal.mean", "eval.frame_change.mean")
 DATA = Path("data")
+TEACHERS = ("edit_adapter", "video_adapter")  # stages whose folder a lever may replace (--edit-adapter, --video-adapter)
 
 
 def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None = None,
@@ -45,7 +46,7 @@ def one(params: str, variant: str, seed: int, work: Path, overrides: dict | None
     from eve_fdd.stages import fdd
 
     cfg = load_config(params, {**(overrides or {}), "fdd.seed": seed})  # the teachers stay those `dvc repro` trained
-    teachers = {"edit_adapter": DATA / "edit_adapter", "video_adapter": DATA / "video_adapter", **(teachers or {})}
+    teachers = {**{t: DATA / t for t in TEACHERS}, **(teachers or {})}
     start = time.perf_counter()
     out = fdd.build(cfg, variant, DATA / "instructions" / "instructions.parquet", DATA / "videos" / "videos.parquet", DATA / "backbone",
                     teachers["edit_adapter"], teachers["video_adapter"], work / f"{variant}-{seed}", work / "ckpt" / f"{variant}-{seed}", progress=False,
@@ -67,13 +68,13 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a params.yaml value for these runs, as dvc exp run -S (value read as YAML); repeatable")
     parser.add_argument("--lever-results", type=Path, default=Path("results/fdd_levers.json"))
-    for stage in ("edit_adapter", "video_adapter"):
+    for stage in TEACHERS:
         parser.add_argument(f"--{stage.replace('_', '-')}", type=Path, default=None, metavar="DIR",
                             help=f"another {stage} teacher's folder (as data/{stage}, e.g. by benchmarks/longer_teacher.py); needs --lever")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     overrides = parse_overrides(args.overrides)
-    teachers = {k: v for k, v in (("edit_adapter", args.edit_adapter), ("video_adapter", args.video_adapter)) if v is not None}
+    teachers = {t: getattr(args, t) for t in TEACHERS if getattr(args, t) is not None}
     if (overrides or teachers) and not args.lever:
         parser.error("--set and other teachers need --lever NAME: results of changed params never go into the report's seeds")
     if args.one:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 BACKBONE = Path("data/backbone")
-STAGES = {  # stage: (its training fingerprint's params, the files it reads) as stages/<stage>.py computes it (Shapes)
-    "edit_adapter": ("TRAIN_PARAMS", (BACKBONE, Path("data/edit_pairs/pairs.parquet"))),
-    "video_adapter": ("PARAMS", (BACKBONE,)),
+STAGES = {  # stage: what its train_fingerprint reads besides the config, as flows/<stage>.py gives it
+    "edit_adapter": (BACKBONE, Path("data/edit_pairs/pairs.parquet")),
+    "video_adapter": (BACKBONE, Path("data/videos/videos.parquet")),
 }
 
 
@@ -43,9 +43,8 @@ def main() -> None:
     from eve_fdd.config import load_config
     from eve_fdd.train.loop import latest_checkpoint
 
-    keys, inputs = STAGES[args.stage]
+    inputs = STAGES[args.stage]
     stage = importlib.import_module(f"eve_fdd.stages.{args.stage}")
-    keys = getattr(stage, keys)
     base = load_config(args.params)
     cfg = load_config(args.params, {f"{args.stage}.train.steps": args.steps})
     train = cfg.section(f"{args.stage}.train")
@@ -63,14 +62,15 @@ def main() -> None:
         target = ckpts / "checkpoints" / given.name
         if not target.exists():
             shutil.copytree(given, target)
-            info["fingerprint"] = cfg.fingerprint(keys, inputs)  # the longer run's name for the same state
+            info["fingerprint"] = stage.train_fingerprint(cfg, *inputs)  # the longer run's name for the same state
             (target / "state.json").write_text(json.dumps(info))
         print(f"resuming {given} (step {info['step']}) to step {args.steps}", flush=True)
     start = time.perf_counter()
+    backbone, data = inputs
     if args.stage == "edit_adapter":
-        out = stage.build(cfg, inputs[1], inputs[0], args.out, ckpts, progress=False)
+        out = stage.build(cfg, data, backbone, args.out, ckpts, progress=False)
     else:
-        out = stage.build(cfg, inputs[0], args.out, ckpts, progress=False)
+        out = stage.build(cfg, backbone, args.out, ckpts, progress=False, videos=data)
     metrics = {"stage": args.stage, "steps": args.steps, "seconds": round(time.perf_counter() - start, 1),
                "resumed_from": None if given is None or args.no_resume else str(given), **out.metrics}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")

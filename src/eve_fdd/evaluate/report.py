@@ -180,6 +180,12 @@ def standard_errors(scores: dict[str, dict], method: str) -> str:
     return ", ".join(f"{t} {se:.4f}" for t, se in found)
 
 
+def seed_differences(seeds: dict[str, dict[str, dict[str, float]]], reference: str, other: str, key: str) -> np.ndarray:
+    """`reference - other` on the metric `key` at each seed both have it for (sorted by seed)."""
+    ref, oth = seeds.get(reference, {}), seeds.get(other, {})
+    return np.array([ref[s][key] - oth[s][key] for s in sorted(set(ref) & set(oth)) if key in ref[s] and key in oth[s]], dtype=float)
+
+
 def seed_paired_table(seeds: dict[str, dict[str, dict[str, float]]], reference: str, variants: Sequence[str]) -> str:
     """`reference - X` paired by seed (stage fdd's own held-out means of the same seed): the
     mean difference with its 95% t-interval over the seeds both have, and at how many seeds
@@ -194,7 +200,7 @@ def seed_paired_table(seeds: dict[str, dict[str, dict[str, float]]], reference: 
             continue
         cells = []
         for key, _ in SEED_COLUMNS:
-            d = np.array([ref[s][key] - seeds[v][s][key] for s in common if key in ref[s] and key in seeds[v][s]], dtype=float)
+            d = seed_differences(seeds, reference, v, key)
             half = T95[min(len(d), 31) - 2] * d.std(ddof=1) / np.sqrt(len(d)) if 1 < len(d) <= 31 else (
                 Z95 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 31 else float("nan"))
             cells.append(f"{_interval(float(d.mean()), half)} ({int((d < 0).sum())}/{len(d)} better)" if len(d) else "–")
@@ -219,21 +225,18 @@ def goal_check(scores: dict[str, dict], seeds: dict[str, dict[str, dict[str, flo
     with the paired difference per data point (`reference - other`, 95%) and, for FDD variants
     with seed runs (`seeds`, the current setup's), at how many seeds `reference` is lower."""
     titles = dict(PAIRED_COLUMNS)
-    seed_keys = {"gt.fidelity.changed": "eval.fidelity.changed.mean", "gt.fidelity.kept": "eval.fidelity.kept.mean",
-                 "gt.temporal": "eval.temporal.mean"}
+    seed_keys = {paired: seed for (paired, _), (seed, _) in zip(PAIRED_COLUMNS, SEED_COLUMNS)}  # the same errors, in the same order
     lines, metrics = [], {}
     for other, key, claim in GOALS:
-        if other == reference or other not in scores or reference not in scores or key not in scores[reference]["scores"]:
+        if other not in scores or reference not in scores or key not in scores[reference]["scores"]:
             continue
         mean, se, _ = paired_differences(scores, reference, key, other)
         half = Z95 * se
         met = bool(mean + half < 0) if claim == "beats" else bool(mean - half <= 0)
-        ref, oth = seeds.get(reference, {}), seeds.get(other, {})
-        d = [ref[s][seed_keys[key]] - oth[s][seed_keys[key]] for s in sorted(set(ref) & set(oth))
-             if seed_keys[key] in ref[s] and seed_keys[key] in oth[s]]
+        d = seed_differences(seeds, reference, other, seed_keys[key])
         by_seed = ""
         if len(d) >= 2:
-            lower = sum(x < 0 for x in d)
+            lower = int((d < 0).sum())
             by_seed = f"; lower at {lower}/{len(d)} seeds"
             if claim == "beats":
                 met = met and lower == len(d)

@@ -51,6 +51,12 @@ def objective(cfg: Config, backbone, model: EditVideoModel, schedule: NoiseSched
                      lambda batch, g: te.edit_loss(backbone, model, schedule, batch, g, e.text_dropout), e.batch_size)
 
 
+def train_fingerprint(cfg: Config, backbone_dir: Path, pairs_path: Path) -> str:
+    """What the adapter's weights depend on (its checkpoints resume only under the same one):
+    its params, the backbone stage's output and the pairs."""
+    return cfg.fingerprint(TRAIN_PARAMS, (backbone_dir, pairs_path))
+
+
 def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS,
           progress: bool = True, on_log: Callable[[dict[str, float]], None] | None = None) -> TrainingOutputs:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ def build(cfg: Config, pairs_path: Path, backbone_dir: Path, out_dir: Path, chec
     obj = objective(cfg, backbone, model, schedule, train_pairs)
     # the backbone stage's output (Shapes: its weights; full: model.json naming the pretrained backbone)
     result = train(obj.modules, obj.step_fn, e.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(TRAIN_PARAMS, (backbone_dir, pairs_path)), placement=placement)
+                   fingerprint=train_fingerprint(cfg, backbone_dir, pairs_path), placement=placement)
     controlnet.requires_grad_(False).eval()
     controlnet.save_pretrained(out_dir / "model")
     (out_dir / "model.json").write_text(json.dumps({"path": str(out_dir / "model"), "trained": True, "backbone": str(backbone_path)}, indent=2) + "\n")

@@ -74,6 +74,12 @@ def held_out(cfg: Config, videos: Path) -> tuple[torch.Tensor, list[str], list]:
     return pixels_from_uint8(frames[: v.eval_clips]), texts[: v.eval_clips], []
 
 
+def train_fingerprint(cfg: Config, backbone_dir: Path, videos: Path = VIDEOS) -> str:
+    """What the temporal layers' weights depend on (their checkpoints resume only under the same
+    one): the params, the backbone stage's output and, at full scale, the clips trained on."""
+    return cfg.fingerprint(PARAMS, (backbone_dir,) if cfg.profile == "shapes" else (backbone_dir, videos))
+
+
 def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CHECKPOINTS, progress: bool = True,
           on_log: Callable[[dict[str, float]], None] | None = None, videos: Path = VIDEOS) -> TrainingOutputs:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -114,10 +120,8 @@ def build(cfg: Config, backbone_dir: Path, out_dir: Path, checkpoints: Path = CH
     before = check()  # new temporal layers at zero: every frame sampled independently (or the init adapter's)
 
     obj = objective(cfg, backbone, model, schedule, videos)
-    # what the weights depend on: the backbone stage's output, and at full scale the clips trained on
-    files = (backbone_dir,) if cfg.profile == "shapes" else (backbone_dir, videos)
     result = train(obj.modules, obj.step_fn, v.train, checkpoints, progress=progress, on_log=on_log,
-                   fingerprint=cfg.fingerprint(PARAMS, files), placement=placement)
+                   fingerprint=train_fingerprint(cfg, backbone_dir, videos), placement=placement)
     unet.requires_grad_(False)
     after = check()
     unet.save_motion_modules(str(out_dir / "model"))
