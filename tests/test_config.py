@@ -106,6 +106,29 @@ def test_fingerprint_changes_with_the_package_source(tmp_path, monkeypatch):
     assert cfg.fingerprint(("loras",)) == edited  # only Python source counts
 
 
+def test_a_module_fingerprint_hashes_only_the_files_the_module_runs(tmp_path):
+    """FDD's seed runs keep their setup when the report or another stage changes: the code
+    hashed is what importing the stage module runs (absolute, relative and in-function
+    imports, packages' __init__), and an edit outside it changes nothing."""
+    from eve_fdd.config import module_sources, source_digest
+
+    pkg = tmp_path / "pkg"
+    files = {"__init__.py": "", "a.py": "from .b import x\nfrom . import sub\n\ndef f():\n    from pkg.sub.c import y\n",
+             "b.py": "import os\nx = 1\n", "sub/__init__.py": "", "sub/c.py": "from ..b import x as y\n",
+             "d.py": "from .a import f\n", "e/__init__.py": ""}
+    for name, text in files.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    assert [p.relative_to(pkg).as_posix() for p in module_sources("pkg.a", pkg)] == ["__init__.py", "a.py", "b.py", "sub/__init__.py", "sub/c.py"]
+    before, whole = source_digest(pkg, "pkg.a"), source_digest(pkg)
+    (pkg / "d.py").write_text("from .a import f\nz = 2\n")  # imports a, but a does not import it
+    assert source_digest(pkg, "pkg.a") == before and source_digest(pkg) != whole
+    (pkg / "sub/c.py").write_text("from ..b import x as y\ny = 3\n")  # reached only through the import inside f
+    assert source_digest(pkg, "pkg.a") != before
+    with pytest.raises(ValueError, match="no module 'pkg.nope'"):
+        module_sources("pkg.nope", pkg)
+
+
 def test_fingerprint_hashes_every_file_of_a_directory_input(tmp_path):
     """A stage's inputs may be model directories (FDD's teachers): a change to any file
     under one, or a renamed file, is another run."""

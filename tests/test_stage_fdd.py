@@ -128,6 +128,21 @@ def test_the_run_fingerprint_covers_the_teachers_and_the_setup_all_but_the_seed(
     assert run3 not in (run, run2) and setup3 != setup
 
 
+def test_dvc_reruns_the_fdd_stage_whenever_the_code_its_setup_hashes_changes():
+    """The setup fingerprint hashes the files stage fdd's module runs (config.module_sources),
+    so DVC must rerun the stage when any of them changes: else its metrics keep an old setup
+    and every seed run of the new code is left out of the report."""
+    import yaml
+
+    from eve_fdd.config import PACKAGE_DIR, module_sources
+
+    deps = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["fdd"]["do"]["deps"]
+    uncovered = [p.relative_to(ROOT).as_posix() for p in module_sources(fdd.__name__)
+                 if not any(p == ROOT / d or (ROOT / d) in p.parents for d in deps)]
+    assert not uncovered, f"dvc.yaml stage fdd lacks deps on {uncovered}"
+    assert PACKAGE_DIR / "evaluate" / "report.py" not in module_sources(fdd.__name__)
+
+
 def test_bad_inputs_are_named(inputs, tmp_path):
     with pytest.raises(ValueError, match="unknown FDD variant 'nope'"):
         _build(inputs, tmp_path, "nope")

@@ -6,6 +6,7 @@ stops the run with the key path named instead of being silently ignored.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from pathlib import Path
@@ -321,16 +322,61 @@ FDD_VARIANTS = ("full", "no_align", "no_sds", "no_disc", "uniform_k", "random_in
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def source_digest(root: Path | None = None) -> str:
+def source_digest(root: Path | None = None, module: str | None = None) -> str:
     """A hash of the package's Python source (`root`, default this package): what a run's
     code is. DVC reruns a training stage when its code changed; the run must then start over,
     not resume a finished checkpoint of the old code (a world change once resumed LoRAs
-    trained on the old renders)."""
+    trained on the old renders). `module` (dotted, e.g. "eve_fdd.stages.fdd"): only the files
+    it can run, `module_sources(module)`, so a change elsewhere (the report, another stage)
+    leaves the hash of its runs as it was."""
     root = Path(root or PACKAGE_DIR)
     h = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in module_sources(module, root) if module else sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
+
+
+def module_sources(module: str, root: Path | None = None) -> list[Path]:
+    """The package's files that importing `module` (dotted, under the package `root` is) runs:
+    the module, every module of the package it imports, directly or through others (absolute
+    or relative imports, `from pkg import submodule` included, read from the source, wherever
+    in a file they stand), and the `__init__.py` of each one's packages. The same list whoever
+    imports the module (a stage's flow or a benchmark), sorted."""
+    root = Path(root or PACKAGE_DIR)
+    package = root.name
+
+    def path_of(name: str) -> Path | None:
+        base = root.joinpath(*name.split(".")[1:])
+        return next((p for p in (base / "__init__.py", base.with_suffix(".py")) if p.is_file()), None)
+
+    def with_parents(name: str) -> set[str]:
+        parts = name.split(".")
+        return {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+
+    def imports(name: str, path: Path) -> set[str]:
+        here = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(here[: len(here) - node.level + 1] + [node.module or ""]).rstrip(".") if node.level else node.module or ""
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)  # a submodule, or just a name (no file: dropped)
+        return {m for f in found if f.split(".")[0] == package for m in with_parents(f)}
+
+    if path_of(module) is None:
+        raise ValueError(f"module_sources: no module {module!r} under {root}")
+    seen: dict[str, Path] = {}
+    todo = sorted(with_parents(module))
+    while todo:
+        name = todo.pop()
+        path = path_of(name)
+        if name in seen or path is None:
+            continue
+        seen[name] = path
+        todo.extend(imports(name, path) - seen.keys())
+    return sorted(seen.values())
 
 
 class DiscriminatorConfig(Section):
@@ -538,11 +584,12 @@ class Config(Section):
             node = getattr(node, part)
         return node
 
-    def fingerprint(self, keys: tuple[str, ...], files: tuple[Path, ...] = ()) -> str:
+    def fingerprint(self, keys: tuple[str, ...], files: tuple[Path, ...] = (), code: str | None = None) -> str:
         """A short hash of the sections `keys`, the bytes of `files` (a directory: every file
-        under it, with its relative name) and the package's source: what a training run depends
-        on, so its checkpoints are resumed only by the same run."""
-        h = hashlib.sha256(source_digest().encode())
+        under it, with its relative name) and the package's source (`code`: only the files
+        that module runs, `module_sources`): what a training run depends on, so its
+        checkpoints are resumed only by the same run."""
+        h = hashlib.sha256(source_digest(module=code).encode())
         for k in keys:
             node = self.section(k)
             h.update(json.dumps({k: node.model_dump() if hasattr(node, "model_dump") else node}, sort_keys=True, default=str).encode())

@@ -63,8 +63,10 @@ def fingerprints(cfg: Config, inputs: tuple[Path, ...]) -> tuple[str, str]:
     teachers under unchanged params are another run); `setup` is the same without `fdd.seed`,
     so runs that differ only by their seed can be told apart from runs of other teachers
     (metrics key `setup`; stage `report` averages seeds of the current setup only). The inputs
-    (videos, teacher weights) are hashed once, for `setup`; `run` adds the seed to it."""
-    setup = cfg.fingerprint(tuple(k for k in PARAMS if k != "fdd.seed"), inputs)
+    (videos, teacher weights) are hashed once, for `setup`; `run` adds the seed to it. The code
+    hashed is the files this module runs (config.module_sources, the stage's DVC deps), not the
+    whole package: a change to the report or another stage keeps the seeds already measured."""
+    setup = cfg.fingerprint(tuple(k for k in PARAMS if k != "fdd.seed"), inputs, code=__name__)
     return hashlib.sha256(f"{setup}/fdd.seed={cfg.fdd.seed}".encode()).hexdigest()[:16], setup
 
 
