@@ -9,7 +9,9 @@ MLflow), for a quick multi-seed table on a machine with more cores; the tracked 
 
 Every (variant, seed) measured is merged into results/fdd_seeds.json (`--results`), the file
 stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. Seed 0 is
-taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0.
+taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0;
+stage report itself counts the pipeline's own run as its fdd.seed, so a fresh clone's
+`dvc repro` needs only the other seeds from this file.
 A lever (`--lever NAME` with its `--set KEY=VALUE` params, as `dvc exp run -S`) goes to
 results/fdd_levers.json instead (`--lever-results`): {NAME: {"set": ..., "commit": ...,
 "runs": {variant: {seed: metrics}}}}, never into the report's seeds. `--edit-adapter` / `--video-adapter`
@@ -171,13 +173,15 @@ def merge(path: Path, rows: list[dict]) -> None:
 def _merge(path: Path, rows: list[dict]) -> None:
     import yaml
 
+    from eve_fdd.evaluate.report import seed_row
+
     data = json.loads(path.read_text()) if path.is_file() else {}
     if yaml.safe_load(Path("params.yaml").read_text()).get("fdd", {}).get("seed", 0) == 0:
         for f in sorted(Path("metrics/fdd").glob("*.json")):
             rows = [{"variant": f.stem, "seed": 0, **json.loads(f.read_text())}, *rows]
     for r in rows:
         # with the run's setup (params, code, data, teachers but the seed): report averages one setup's seeds only
-        data.setdefault(r["variant"], {})[str(r["seed"])] = {k: r[k] for k in sorted(r) if k == "setup" or k.startswith("eval.") and "identity" not in k}
+        data.setdefault(r["variant"], {})[str(r["seed"])] = seed_row(r)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"{path}: " + ", ".join(f"{v} seeds {sorted(d, key=int)}" for v, d in sorted(data.items())))

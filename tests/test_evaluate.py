@@ -184,10 +184,12 @@ def test_report_tables_figure_and_grids(project, tmp_path):
         tracking.write_metrics(metrics, tmp_path / "metrics" / f"{method}.json")
     seeds = tmp_path / "seeds.json"
     seeds.write_text(json.dumps({"no_align": {
-        "0": {"setup": "now", "eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.05},
+        "0": {"setup": "now", "eval.fidelity.changed.mean": 0.8, "eval.fidelity.kept.mean": 0.8, "eval.temporal.mean": 0.8},
         "1": {"setup": "now", "eval.fidelity.changed.mean": 0.4, "eval.fidelity.kept.mean": 0.1, "eval.temporal.mean": 0.07},
         "2": {"setup": "old teachers", "eval.fidelity.changed.mean": 0.9, "eval.fidelity.kept.mean": 0.9, "eval.temporal.mean": 0.9}}}))
-    tracking.write_metrics({"setup": "now", "train_seconds": 1.0}, tmp_path / "fdd" / "no_align.json")
+    # the pipeline's own run (fdd.seed 0) is seed 0, not the file's row for it
+    tracking.write_metrics({"setup": "now", "train_seconds": 1.0, "eval.fidelity.changed.mean": 0.2, "eval.fidelity.kept.mean": 0.1,
+                            "eval.temporal.mean": 0.05}, tmp_path / "fdd" / "no_align.json")
     summary, artifacts = report.build(cfg, dirs, tmp_path / "metrics", tmp_path / "data", tmp_path / "report", seeds, tmp_path / "plots",
                                       tmp_path / "fdd")
     rows = json.loads((tmp_path / "plots" / "methods.json").read_text())
@@ -287,6 +289,23 @@ def test_seed_runs_of_another_setup_are_left_out_and_counted():
     kept, left = current_setup(seeds, {"full": "a", "no_align": None})  # no_align: no setup recorded; no_sds: no metrics
     assert kept == {"full": {"0": {"setup": "a", "x": 1.0}, "1": {"setup": "a", "x": 2.0}}}
     assert left == {"full": 2, "no_align": 1, "no_sds": 1}
+
+
+def test_the_pipelines_own_fdd_run_is_its_seed_in_the_over_seeds_table(tmp_path):
+    """A fresh `dvc repro` counts its own run (metrics/fdd, at fdd.seed) beside the seeds file's
+    other seeds, replacing the file's row for that seed; its identity reference is not a seed run."""
+    from eve_fdd.evaluate.report import current_setup, load_stage_runs, with_stage_runs
+
+    (tmp_path / "full.json").write_text(json.dumps({"setup": "a", "eval.x": 0.5, "eval.identity.x": 0.9, "train_seconds": 3.0}))
+    runs = load_stage_runs(tmp_path, ["full", "no_align"])  # no_align: no metrics yet
+    assert list(runs) == ["full"]
+    seeds = {"full": {"0": {"setup": "old", "eval.x": 0.7}, "1": {"setup": "a", "eval.x": 0.6}}}
+    merged = with_stage_runs(seeds, runs, 0)
+    assert merged["full"] == {"0": {"setup": "a", "eval.x": 0.5}, "1": {"setup": "a", "eval.x": 0.6}}
+    assert seeds["full"]["0"]["setup"] == "old"  # the file's rows are not changed in place
+    kept, left = current_setup(merged, {"full": "a"})
+    assert kept == {"full": merged["full"]} and left == {}
+    assert with_stage_runs({}, runs, 2) == {"full": {"2": {"setup": "a", "eval.x": 0.5}}}
 
 
 def test_human_eval_export_reads_the_evaluations(project, tmp_path, capsys):

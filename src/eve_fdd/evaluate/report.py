@@ -264,12 +264,25 @@ def current_setup(seeds: dict[str, dict[str, dict]], setups: dict[str, str | Non
     return kept, left
 
 
-def load_setups(fdd_metrics: Path, variants: Sequence[str]) -> dict[str, str | None]:
-    """Each variant's current setup, from stage fdd's metrics json (None where it has none)."""
-    out: dict[str, str | None] = {}
-    for v in variants:
-        path = fdd_metrics / f"{v}.json"
-        out[v] = json.loads(path.read_text()).get("setup") if path.is_file() else None
+def load_stage_runs(fdd_metrics: Path, variants: Sequence[str]) -> dict[str, dict]:
+    """Stage fdd's metrics json of each variant that has one: its current setup and the
+    held-out means of the pipeline's own run."""
+    return {v: json.loads(p.read_text()) for v in variants if (p := fdd_metrics / f"{v}.json").is_file()}
+
+
+def seed_row(metrics: dict) -> dict:
+    """What a seed run keeps of stage fdd's metrics: its setup and held-out means (not the
+    "return the input" reference's)."""
+    return {k: metrics[k] for k in sorted(metrics) if k == "setup" or k.startswith("eval.") and "identity" not in k}
+
+
+def with_stage_runs(seeds: dict[str, dict[str, dict]], stage_runs: dict[str, dict], seed: int) -> dict[str, dict[str, dict]]:
+    """`seeds` with each variant's own pipeline run as its seed `seed` (params.yaml's
+    fdd.seed), in place of the row that file holds for it: a fresh `dvc repro` counts its own
+    runs, and the seeds file need only hold the other seeds."""
+    out = {v: dict(runs) for v, runs in seeds.items()}
+    for v, metrics in stage_runs.items():
+        out.setdefault(v, {})[str(seed)] = seed_row(metrics)
     return out
 
 

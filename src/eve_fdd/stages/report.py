@@ -26,7 +26,7 @@ from ..train.edit_adapter import round_robin
 from .evaluate import Dirs, held_out
 
 STAGE = "report"
-PARAMS = ("profile", "world", "videos.fps", "videos.ingest", "fdd.variants", "evaluate")
+PARAMS = ("profile", "world", "videos.fps", "videos.ingest", "fdd.variants", "fdd.seed", "evaluate")
 SEEDS = Path("results/fdd_seeds.json")
 FDD_METRICS = Path("metrics/fdd")  # each variant's current `setup`: only its seed runs are averaged
 REFERENCE = "full"  # the paired differences are full - each other method (or the first variant's, without full)
@@ -51,7 +51,9 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
     if not everything:
         raise ValueError("report: fdd.variants and evaluate.baselines are both empty; nothing to report")
     metrics = report.load_metrics(metrics_dir, everything)
-    seed_runs, left_out = report.current_setup(report.load_seeds(seeds), report.load_setups(fdd_metrics, variants))
+    stage_runs = report.load_stage_runs(fdd_metrics, variants)
+    seed_runs, left_out = report.current_setup(report.with_stage_runs(report.load_seeds(seeds), stage_runs, cfg.fdd.seed),
+                                               {v: stage_runs.get(v, {}).get("setup") for v in variants})
     truth = any(k.startswith("gt.") for m in everything for k in metrics[m])
     parts = [f"# Reproduction report ({cfg.profile.capitalize()} profile)", "",
              f"Held-out data points: {metrics[everything[0]]['items']:.0f} (test-split videos, spread over the tasks); "
@@ -61,7 +63,8 @@ def build(cfg: Config, dirs: Dirs, metrics_dir: Path, evaluate_dir: Path, out_di
     if variants:
         parts += ["## Ablations (paper Table 2 analogue)", "", report.table(metrics, variants), ""]
         if any(v in seed_runs for v in variants):
-            parts += [f"Over seeds (fdd.seed; stage fdd's own evaluation, from {seeds}):", "", report.seed_table(seed_runs, variants), ""]
+            parts += [f"Over seeds (fdd.seed; stage fdd's own evaluation: this pipeline's run at fdd.seed {cfg.fdd.seed} and the "
+                      f"other seeds from {seeds}):", "", report.seed_table(seed_runs, variants), ""]
         if left_out:
             parts += [f"Left out of the over-seeds table: {sum(left_out.values())} runs in {seeds} of another setup than "
                       f"stage fdd's current one (other teachers, code or params, or none recorded): "
