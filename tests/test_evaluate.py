@@ -296,16 +296,18 @@ def test_the_pipelines_own_fdd_run_is_its_seed_in_the_over_seeds_table(tmp_path)
     other seeds, replacing the file's row for that seed; its identity reference is not a seed run."""
     from eve_fdd.evaluate.report import current_setup, load_stage_runs, with_stage_runs
 
-    (tmp_path / "full.json").write_text(json.dumps({"setup": "a", "eval.x": 0.5, "eval.identity.x": 0.9, "train_seconds": 3.0}))
-    runs = load_stage_runs(tmp_path, ["full", "no_align"])  # no_align: no metrics yet
-    assert list(runs) == ["full"]
-    seeds = {"full": {"0": {"setup": "old", "eval.x": 0.7}, "1": {"setup": "a", "eval.x": 0.6}}}
+    x = "eval.fidelity.changed.mean"
+    (tmp_path / "full.json").write_text(json.dumps({"setup": "a", x: 0.5, "eval.identity.fidelity.changed.mean": 0.9, "train_seconds": 3.0}))
+    (tmp_path / "no_sds.json").write_text(json.dumps({"setup": "b", "eval.ground_truth": 0.0}))  # own clips: no errors to average
+    runs = load_stage_runs(tmp_path, ["full", "no_align", "no_sds"])  # no_align: no metrics yet
+    assert list(runs) == ["full", "no_sds"]
+    seeds = {"full": {"0": {"setup": "old", x: 0.7}, "1": {"setup": "a", x: 0.6}}}
     merged = with_stage_runs(seeds, runs, 0)
-    assert merged["full"] == {"0": {"setup": "a", "eval.x": 0.5}, "1": {"setup": "a", "eval.x": 0.6}}
+    assert merged == {"full": {"0": {"setup": "a", x: 0.5}, "1": {"setup": "a", x: 0.6}}}
     assert seeds["full"]["0"]["setup"] == "old"  # the file's rows are not changed in place
     kept, left = current_setup(merged, {"full": "a"})
     assert kept == {"full": merged["full"]} and left == {}
-    assert with_stage_runs({}, runs, 2) == {"full": {"2": {"setup": "a", "eval.x": 0.5}}}
+    assert with_stage_runs({}, runs, 2) == {"full": {"2": {"setup": "a", x: 0.5}}}
 
 
 def test_human_eval_export_reads_the_evaluations(project, tmp_path, capsys):

@@ -279,10 +279,12 @@ def seed_row(metrics: dict) -> dict:
 def with_stage_runs(seeds: dict[str, dict[str, dict]], stage_runs: dict[str, dict], seed: int) -> dict[str, dict[str, dict]]:
     """`seeds` with each variant's own pipeline run as its seed `seed` (params.yaml's
     fdd.seed), in place of the row that file holds for it: a fresh `dvc repro` counts its own
-    runs, and the seeds file need only hold the other seeds."""
+    runs, and the seeds file need only hold the other seeds. A run without the table's errors
+    (clips without ground truth: the full profile's own) is no seed run."""
     out = {v: dict(runs) for v, runs in seeds.items()}
     for v, metrics in stage_runs.items():
-        out.setdefault(v, {})[str(seed)] = seed_row(metrics)
+        if any(key in metrics for key, _ in SEED_COLUMNS):
+            out.setdefault(v, {})[str(seed)] = seed_row(metrics)
     return out
 
 
