@@ -8,10 +8,10 @@ MLflow), for a quick multi-seed table on a machine with more cores; the tracked 
     python benchmarks/fdd_seeds.py --lever edit1500 --edit-adapter .cache/teachers/edit_adapter-1500 --variants full no_align
 
 Every (variant, seed) measured is merged into results/fdd_seeds.json (`--results`), the file
-stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. Seed 0 is
-taken from metrics/fdd/<variant>.json (what `dvc repro` measured) when that run used fdd.seed 0;
-stage report itself counts the pipeline's own run as its fdd.seed, so a fresh clone's
-`dvc repro` needs only the other seeds from this file.
+stage `report` reads for its over-seeds table: {variant: {seed: held-out metrics}}. It holds
+the runs this script made, nothing else: stage report itself counts the pipeline's own run
+(metrics/fdd/<variant>.json) as its fdd.seed, so a fresh clone's `dvc repro` needs only the
+other seeds from this file.
 A lever (`--lever NAME` with its `--set KEY=VALUE` params, as `dvc exp run -S`) goes to
 results/fdd_levers.json instead (`--lever-results`): {NAME: {"set": ..., "commit": ...,
 "runs": {variant: {seed: metrics}}}}, never into the report's seeds. `--edit-adapter` / `--video-adapter`
@@ -164,21 +164,15 @@ def _merge_lever(path: Path, lever: str, overrides: dict, rows: list[dict], abou
 
 
 def merge(path: Path, rows: list[dict]) -> None:
-    """Add rows (variant, seed, metrics) to `path`, with seed 0 of every variant that
-    metrics/fdd/ holds from `dvc repro` (when params.yaml's fdd.seed is 0)."""
+    """Add rows (variant, seed, metrics) to `path` (a row of the same variant and seed is replaced)."""
     with _locked(path):
         _merge(path, rows)
 
 
 def _merge(path: Path, rows: list[dict]) -> None:
-    import yaml
-
     from eve_fdd.evaluate.report import seed_row
 
     data = json.loads(path.read_text()) if path.is_file() else {}
-    if yaml.safe_load(Path("params.yaml").read_text()).get("fdd", {}).get("seed", 0) == 0:
-        for f in sorted(Path("metrics/fdd").glob("*.json")):
-            rows = [{"variant": f.stem, "seed": 0, **json.loads(f.read_text())}, *rows]
     for r in rows:
         # with the run's setup (params, code, data, teachers but the seed): report averages one setup's seeds only
         data.setdefault(r["variant"], {})[str(r["seed"])] = seed_row(r)
