@@ -43,7 +43,7 @@ def events(lines: list[str]) -> list[tuple[int, str, str]]:
             out.append((t, "stage", s[1]))
         elif rest.startswith("== resumed"):
             out.append((t, "resume", ""))
-        elif re.match(r"== make \w+: exit", rest):
+        elif re.match(r"== make \w+( \(resumed\))?: exit", rest):
             out.append((t, "end", rest))
     if last is not None and (not out or out[-1][1] != "end"):
         out.append((last, "last", ""))
